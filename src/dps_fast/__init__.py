@@ -1,0 +1,38 @@
+"""dps-fast: fast deep perceptual similarity (LPIPS, DISTS, DPS) on ONNX Runtime.
+
+The engine needs only onnxruntime and NumPy; exporting bundles needs the ``[export]`` extra.
+"""
+
+from ._version import __version__
+from .bundle import Bundle, read_bundle
+from .cache import cache_root
+from .engine import Engine, load
+from .errors import (
+    BundleError,
+    BundleNotFoundError,
+    DpsFastError,
+    OutputValidationError,
+    ProviderError,
+    UnknownModelError,
+    WeightsError,
+)
+from .registry import ModelSpec, get_model, list_models
+
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "BundleNotFoundError",
+    "DpsFastError",
+    "Engine",
+    "ModelSpec",
+    "OutputValidationError",
+    "ProviderError",
+    "UnknownModelError",
+    "WeightsError",
+    "__version__",
+    "cache_root",
+    "get_model",
+    "list_models",
+    "load",
+    "read_bundle",
+]

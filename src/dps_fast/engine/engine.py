@@ -1,0 +1,238 @@
+"""The public ``Engine``: holds ONNX Runtime sessions for one bundle and scores image pairs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from ..bundle import Bundle, read_bundle
+from . import distances
+from .inputs import ImageLike, pair_batches, to_batch
+from .session import DEVICES, available_providers, make_session
+
+log = logging.getLogger("dps_fast.engine")
+
+PRECISIONS = ("fp32", "fp16", "int8")
+# Pixels (per side of a pair) in one batch: bounds memory whatever the image size.
+DEFAULT_PIXEL_BUDGET = 4 * 512 * 512
+DEFAULT_MAX_BATCH = 32
+
+
+class Engine:
+    """Deep perceptual similarity on ONNX Runtime, without torch.
+
+    ``model`` is a registry name (``lpips-alex``, ``dists``, ``dps-resnet50`` …) or a bundle
+    folder. Sessions are made lazily per graph and shared by threads (``run`` is thread-safe).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "lpips-alex",
+        *,
+        device: str = "auto",
+        precision: str = "fp32",
+        weights: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        from ..hub import resolve_bundle
+
+        if device not in DEVICES:
+            raise ValueError(f"expected device one of {', '.join(DEVICES)}, got {device!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"expected precision one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"expected batch_size a positive int or None, got {batch_size!r}")
+        self.bundle: Bundle = read_bundle(resolve_bundle(model, weights))
+        self.precision = precision
+        self.threads = threads
+        self.batch_size = batch_size
+        self._requested_device = device
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Any] = {}
+        suffix = "" if precision == "fp32" else f"@{precision}"
+        self._roles = {r: f"{r}{suffix}" for r in ("trunk", "head", "pair", "pair_spatial")}
+        for r in ("trunk", "pair"):
+            self.bundle.graph_path(self._roles[r])  # precision variant present? (clear error)
+        # Make the small head session now: it settles which device really works.
+        _, self.device = self._session("head")
+        self._providers: list[str] = list(self._sessions[self._roles["head"]][0].get_providers())
+        log.info(
+            "dps-fast engine: model %s, device %s (providers %s), precision %s, bundle %s",
+            self.bundle.model,
+            self.device,
+            self._providers,
+            precision,
+            self.bundle.path,
+        )
+
+    @classmethod
+    def from_pretrained(cls, model: str = "lpips-alex", **kwargs: Any) -> Engine:
+        """Engine for a registry name, exporting the bundle first when missing and torch is here."""
+        return cls(model, **kwargs)
+
+    # -- sessions -------------------------------------------------------------------------
+    def _session(self, role: str) -> tuple[Any, str]:
+        key = self._roles[role]
+        s = self._sessions.get(key)
+        if s is not None:
+            return s
+        with self._lock:
+            s = self._sessions.get(key)
+            if s is None:
+                device = getattr(self, "device", self._requested_device)
+                s = make_session(self.bundle.graph_path(key), device, self.threads)
+                self._sessions[key] = s
+        return s
+
+    def _run(self, role: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        sess, _ = self._session(role)
+        return list(sess.run(None, feed))
+
+    # -- info -----------------------------------------------------------------------------
+    @property
+    def info(self) -> dict[str, Any]:
+        m = self.bundle.manifest
+        return {
+            "model": self.bundle.model,
+            "head": self.bundle.head,
+            "taps": [t.name for t in self.bundle.taps],
+            "device": self.device,
+            "providers": self._providers,
+            "available_providers": available_providers(),
+            "precision": self.precision,
+            "bundle": str(self.bundle.path),
+            "bundle_sha256": self.bundle.sha256,
+            "weights": m.get("weights"),
+            "min_size": list(self.bundle.min_size),
+        }
+
+    @property
+    def tap_names(self) -> list[str]:
+        return [t.name for t in self.bundle.taps]
+
+    def _batch_len(self, h: int, w: int) -> int:
+        cap = self.batch_size or DEFAULT_MAX_BATCH
+        return max(1, min(cap, DEFAULT_PIXEL_BUDGET // max(1, h * w)))
+
+    # -- public API -----------------------------------------------------------------------
+    def features(
+        self, x: ImageLike, *, value_range: tuple[float, float] = (0.0, 1.0)
+    ) -> list[np.ndarray]:
+        """Tap features of images: a list of K float32 host arrays [N, C_k, h_k, w_k]."""
+        batch = to_batch(x, value_range)
+        self._check_size(batch)
+        step = self._batch_len(*batch.shape[2:])
+        parts = [
+            self._run("trunk", {"image": batch[i : i + step]})
+            for i in range(0, batch.shape[0], step)
+        ]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+    def distance(
+        self, fa: list[np.ndarray], fb: list[np.ndarray], *, per_layer: bool = False
+    ) -> np.ndarray:
+        """Score features from :meth:`features` in NumPy: (N,) or, with per_layer, (N, K)."""
+        k = len(self.bundle.taps)
+        if len(fa) != k or len(fb) != k:
+            raise ValueError(f"expected {k} feature arrays per side, got {len(fa)} and {len(fb)}")
+        na, nb = fa[0].shape[0], fb[0].shape[0]
+        if na != nb:
+            if na == 1:
+                fa = [np.broadcast_to(f, (nb, *f.shape[1:])) for f in fa]
+            elif nb == 1:
+                fb = [np.broadcast_to(f, (na, *f.shape[1:])) for f in fb]
+            else:
+                raise ValueError(f"expected equal batches or 1-vs-N, got {na} and {nb}")
+        per_tap = distances.per_tap_distance(self.bundle.head, fa, fb, self.bundle.head_weights)
+        return per_tap if per_layer else distances.reduce_taps(per_tap, self.bundle.reduce)
+
+    def score(
+        self,
+        a: ImageLike,
+        b: ImageLike,
+        *,
+        spatial: bool = False,
+        per_layer: bool = False,
+        value_range: tuple[float, float] = (0.0, 1.0),
+    ) -> Any:
+        """Distances between a and b: float32 (N,); (N, K) with per_layer; (N, H, W) with spatial.
+
+        With both ``spatial`` and ``per_layer`` it returns ``(per_layer, map)``.
+        """
+        if spatial and not self.bundle.has_graph(self._roles["pair_spatial"]):
+            raise ValueError(
+                f"spatial=True needs an LPIPS-family model; {self.bundle.model} "
+                f"({self.bundle.head}) has no spatial map"
+            )
+        ba, bb, n = pair_batches(
+            to_batch(a, value_range), to_batch(b, value_range), self.bundle.min_size
+        )
+        h, w = ba.shape[2:]
+        step = self._batch_len(h, w)
+        per_tap = np.empty((n, len(self.bundle.taps)), np.float32)
+        maps = np.empty((n, h, w), np.float32) if spatial else None
+        if not spatial and (ba.shape[0] == 1) != (bb.shape[0] == 1):
+            self._score_one_vs_many(ba, bb, step, per_tap)
+        else:
+            role = "pair_spatial" if spatial else "pair"
+            for i in range(0, n, step):
+                j = min(n, i + step)
+                xa = ba[i:j] if ba.shape[0] > 1 else np.repeat(ba, j - i, axis=0)
+                xb = bb[i:j] if bb.shape[0] > 1 else np.repeat(bb, j - i, axis=0)
+                out = self._run(role, {"a": xa, "b": xb})
+                per_tap[i:j] = out[0]
+                if maps is not None:
+                    maps[i:j] = out[1][:, 0]
+        if spatial:
+            assert maps is not None
+            return (per_tap, maps) if per_layer else maps
+        return per_tap if per_layer else distances.reduce_taps(per_tap, self.bundle.reduce)
+
+    def _score_one_vs_many(
+        self, ba: np.ndarray, bb: np.ndarray, step: int, per_tap: np.ndarray
+    ) -> None:
+        """1-vs-N: the single image's features are computed once and reused by the head graph."""
+        single, many, single_is_a = (ba, bb, True) if ba.shape[0] == 1 else (bb, ba, False)
+        f1 = self._run("trunk", {"image": single})
+        k = len(f1)
+        n = many.shape[0]
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            fm = self._run("trunk", {"image": many[i:j]})
+            rep = [np.repeat(f, j - i, axis=0) for f in f1]
+            fa, fb = (rep, fm) if single_is_a else (fm, rep)
+            feed = {f"a_tap{t}": fa[t] for t in range(k)}
+            feed.update({f"b_tap{t}": fb[t] for t in range(k)})
+            per_tap[i:j] = self._run("head", feed)[0]
+
+    def _check_size(self, batch: np.ndarray) -> None:
+        mh, mw = self.bundle.min_size
+        h, w = batch.shape[2:]
+        if h < mh or w < mw:
+            raise ValueError(
+                f"expected images of at least {mh}×{mw} (H×W) for this model, got {h}×{w}; "
+                "upscale them or choose another model"
+            )
+        if batch.shape[0] == 0:
+            raise ValueError("expected at least one image, got an empty batch")
+
+    def __repr__(self) -> str:
+        return (
+            f"Engine(model={self.bundle.model!r}, device={self.device!r}, "
+            f"precision={self.precision!r}, bundle={str(self.bundle.path)!r})"
+        )
+
+
+def load(model: str | os.PathLike[str] = "lpips-alex", **kwargs: Any) -> Engine:
+    """``Engine(model, **kwargs)``: the shortest way in."""
+    return Engine(model, **kwargs)
+
+
+__all__ = ["Engine", "load"]

@@ -1,0 +1,145 @@
+"""Turn what users pass (arrays, PIL images, paths, lists) into float32 NCHW batches in [0, 1]."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+ImageLike = Any  # np.ndarray | PIL.Image.Image | str | os.PathLike | sequences of these
+
+
+def _is_single_item(x: object) -> bool:
+    if isinstance(x, str | os.PathLike | bytes):
+        return True
+    mod = type(x).__module__
+    return mod.startswith("PIL.")
+
+
+def _decode(x: object) -> np.ndarray:
+    from ..io.decode import decode_image
+
+    return decode_image(x)  # type: ignore[arg-type]
+
+
+def _channels_fix(arr: np.ndarray, axis: int, what: str) -> np.ndarray:
+    c = arr.shape[axis]
+    if c == 3:
+        return arr
+    if c == 1:
+        return np.repeat(arr, 3, axis=axis)
+    if c == 4:
+        return np.take(arr, [0, 1, 2], axis=axis)
+    raise ValueError(
+        f"expected 3 colour channels (grey 1 is replicated, alpha 4 dropped), got {c} in {what} "
+        f"of shape {arr.shape}"
+    )
+
+
+def _from_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[None, :, :, None]
+    elif arr.ndim == 3:
+        arr = arr[None]
+    elif arr.ndim != 4:
+        raise ValueError(
+            f"expected uint8 images as (H, W, 3) or (N, H, W, 3), got shape {arr.shape}"
+        )
+    arr = _channels_fix(arr, 3, "a uint8 (N, H, W, C) array")
+    out = arr.transpose(0, 3, 1, 2).astype(np.float32)
+    out *= np.float32(1 / 255)
+    return out
+
+
+def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[None, None]
+    elif arr.ndim == 3:
+        arr = arr[None]
+    elif arr.ndim != 4:
+        raise ValueError(
+            f"expected float images as (3, H, W) or (N, 3, H, W), got shape {arr.shape}"
+        )
+    if arr.shape[1] not in (1, 3, 4) and arr.shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"expected float images channels-first (N, 3, H, W), got shape {arr.shape}, which "
+            "looks channels-last: transpose it, or pass uint8 (N, H, W, 3)"
+        )
+    arr = _channels_fix(arr, 1, "a float (N, C, H, W) array")
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.size and not np.isfinite(arr).all():
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"expected finite pixel values, got {bad} NaN/Inf values")
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if not hi > lo:
+        raise ValueError(f"expected value_range (low, high) with low < high, got {value_range}")
+    if arr.size:
+        mn, mx = float(arr.min()), float(arr.max())
+        tol = 1e-6 * (hi - lo)
+        if mn < lo - tol or mx > hi + tol:
+            raise ValueError(
+                f"expected values in value_range {tuple(value_range)}, got min {mn:.4g}, "
+                f"max {mx:.4g}; pass value_range=(-1, 1) for lpips-style inputs, "
+                "(0, 255) for float 0–255 images, or clip the input"
+            )
+    if (lo, hi) != (0.0, 1.0):
+        arr = (arr - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def to_batch(x: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Any supported input → float32 (N, 3, H, W) in [0, 1], C-contiguous."""
+    if _is_single_item(x):
+        return _from_uint8(_decode(x))
+    if isinstance(x, list | tuple):
+        if len(x) == 0:
+            raise ValueError("expected at least one image, got an empty list")
+        if any(_is_single_item(i) or isinstance(i, np.ndarray) for i in x):
+            parts = [to_batch(i, value_range) for i in x]
+            shapes = {p.shape[1:] for p in parts}
+            if len(shapes) > 1:
+                raise ValueError(
+                    "expected images of one size in a list, got sizes "
+                    f"{sorted((s[1], s[2]) for s in shapes)}; resize them or score them apart"
+                )
+            return np.concatenate(parts)
+    arr = np.asarray(x)
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(_from_uint8(arr))
+    if arr.dtype.kind == "f":
+        return _from_float(arr, value_range)
+    if arr.dtype == np.bool_ or arr.dtype.kind in "iu":
+        raise TypeError(
+            f"expected uint8 (0–255) or float images, got dtype {arr.dtype}: convert with "
+            "arr.astype(np.float32) / max_value"
+        )
+    raise TypeError(
+        f"expected an image: array, PIL image, path or list of these; got {type(x).__name__}"
+    )
+
+
+def pair_batches(
+    a: np.ndarray, b: np.ndarray, min_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check a pair of batches (sizes, counts, minimum) and return (a, b, N)."""
+    na, nb = a.shape[0], b.shape[0]
+    if na == 0 or nb == 0:
+        raise ValueError("expected at least one image on each side, got an empty batch")
+    if a.shape[2:] != b.shape[2:]:
+        raise ValueError(
+            f"expected images of the same size in a pair, got a {a.shape[2]}×{a.shape[3]} "
+            f"(H×W) and b {b.shape[2]}×{b.shape[3]}; resize one (the choice of how is yours)"
+        )
+    h, w = a.shape[2:]
+    if h < min_size[0] or w < min_size[1]:
+        raise ValueError(
+            f"expected images of at least {min_size[0]}×{min_size[1]} (H×W) for this model, "
+            f"got {h}×{w}; upscale them or choose another model"
+        )
+    if na != nb and na != 1 and nb != 1:
+        raise ValueError(
+            f"expected batches of equal size or one side with a single image (1-vs-N), "
+            f"got {na} and {nb}"
+        )
+    return a, b, max(na, nb)

@@ -1,0 +1,83 @@
+"""ONNX Runtime sessions with honest provider selection.
+
+After a session is made we check which provider it really got: onnxruntime silently falls
+back to CPU when the CUDA provider fails to load, and a silent CPU run is a lie to the user.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ProviderError
+
+log = logging.getLogger("dps_fast.engine")
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def import_ort() -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ProviderError(
+            "onnxruntime is not installed: pip install 'dps-fast[cpu]' (or 'dps-fast[gpu]' "
+            "for CUDA; never both)"
+        ) from None
+    return ort
+
+
+def available_providers() -> list[str]:
+    return list(import_ort().get_available_providers())
+
+
+def session_options(threads: int | None) -> Any:
+    ort = import_ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"expected threads ≥ 1 or None, got {threads}")
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    return so
+
+
+def _cuda_options() -> dict[str, str]:
+    return {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": "1"}
+
+
+def make_session(path: Path, device: str, threads: int | None) -> tuple[Any, str]:
+    """A session on ``device`` ("cpu" | "cuda" | "auto") and the device it really runs on."""
+    if device not in DEVICES:
+        raise ValueError(f"expected device one of {', '.join(DEVICES)}, got {device!r}")
+    ort = import_ort()
+    so = session_options(threads)
+    avail = ort.get_available_providers()
+    want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in avail)
+    if want_cuda:
+        if "CUDAExecutionProvider" not in avail:
+            raise ProviderError(
+                "device='cuda' needs onnxruntime-gpu with a working CUDA: this onnxruntime "
+                f"offers {', '.join(avail)}. Install 'dps-fast[gpu]' (not [cpu]) or use "
+                "device='cpu' / 'auto'."
+            )
+        sess = ort.InferenceSession(
+            str(path),
+            so,
+            providers=[("CUDAExecutionProvider", _cuda_options()), "CPUExecutionProvider"],
+        )
+        got = sess.get_providers()
+        if got and got[0] == "CUDAExecutionProvider":
+            return sess, "cuda"
+        if device == "cuda":
+            raise ProviderError(
+                "the CUDA provider is installed but did not load (missing CUDA/cuDNN libraries "
+                f"or no GPU); the session got {got}. Check `nvidia-smi` and the CUDA libraries, "
+                "or use device='cpu'."
+            )
+        log.warning("CUDA provider did not load (session got %s); running on CPU", got)
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return sess, "cpu"

@@ -1,0 +1,40 @@
+"""Typed errors. Every message says what was expected, what was found and what to do."""
+
+from __future__ import annotations
+
+
+class DpsFastError(Exception):
+    """Base class of every error dps-fast raises on purpose."""
+
+
+class UnknownModelError(DpsFastError, ValueError):
+    """A model or architecture name that is not in the registry."""
+
+
+class WeightsError(DpsFastError, ValueError):
+    """A weights file that cannot be used: not a state dict, wrong keys or shapes, bad hash."""
+
+
+class BundleError(DpsFastError):
+    """A model bundle that is missing, corrupt, from another schema, or fails its hashes."""
+
+
+class BundleNotFoundError(BundleError, FileNotFoundError):
+    """No bundle for this model in the cache and no way to make one here."""
+
+
+class OutputValidationError(DpsFastError):
+    """Exported graphs disagree with PyTorch beyond tolerance; lists every failing output."""
+
+    def __init__(self, model: str, failures: list[str]) -> None:
+        self.model = model
+        self.failures = failures
+        lines = "\n".join(f"  - {f}" for f in failures)
+        super().__init__(
+            f"export of {model!r} failed validation against PyTorch "
+            f"({len(failures)} output(s) over tolerance):\n{lines}"
+        )
+
+
+class ProviderError(DpsFastError, RuntimeError):
+    """The requested ONNX Runtime execution provider is not available."""

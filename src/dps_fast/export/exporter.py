@@ -1,0 +1,322 @@
+"""Export a registry model to a validated bundle: trunk, head, pair and pair_spatial graphs."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..bundle import SCHEMA_VERSION, check_destination, read_bundle, write_bundle
+from ..cache import bundle_dir, weights_key
+from ..errors import OutputValidationError, UnknownModelError
+from ..registry import ModelSpec, Tap, get_model
+from ..samples import distortion_pairs
+from . import validate
+from .modules import Head, PairGraph, build_trunk
+from .weights import (
+    WeightsSource,
+    build_backbone,
+    dists_head_weights,
+    load_into_backbone,
+    lpips_head_weights,
+    resolve_backbone_weights,
+    trunk_keys,
+)
+
+log = logging.getLogger("dps_fast.export")
+OPSET = 17
+PROBE_SIZE = 224
+
+
+def _make_trunk(spec: ModelSpec, backbone: nn.Module) -> nn.Module:
+    try:
+        return build_trunk(spec, backbone)
+    except (ValueError, KeyError, AttributeError, IndexError) as e:
+        if spec.head != "dps":
+            raise
+        from torchvision.models.feature_extraction import get_graph_node_names
+
+        _, nodes = get_graph_node_names(backbone)
+        import difflib
+
+        bad = [t for t in spec.tap_names if t not in nodes]
+        if not bad:
+            raise
+        hints = []
+        for t in bad:
+            close = difflib.get_close_matches(t, nodes, n=5, cutoff=0.4)
+            hints.append(f"{t!r} (close: {', '.join(close) if close else 'none'})")
+        raise UnknownModelError(
+            f"{spec.arch} has no node named {'; '.join(hints)}. Tap names are torchvision "
+            "node names, as torchvision.models.feature_extraction.get_graph_node_names lists "
+            f"(e.g. {', '.join(nodes[1:6])} …)"
+        ) from e
+
+
+def _probe(trunk: nn.Module, h: int, w: int) -> list[torch.Tensor] | None:
+    try:
+        with torch.inference_mode():
+            outs = trunk(torch.rand(1, 3, h, w))
+    except RuntimeError:
+        return None
+    if any(o.shape[2] < 1 or o.shape[3] < 1 for o in outs):
+        return None
+    return list(outs)
+
+
+def _min_size(trunk: nn.Module, hint: int | None) -> int:
+    """Smallest square side that runs: ONNX Runtime may crash the process below it."""
+    start = 1 if hint is None else max(1, hint - 1)
+    for s in range(start, 1025):
+        if _probe(trunk, s, s) is not None:
+            return s
+    raise UnknownModelError("the trunk does not run on any input up to 1024×1024")
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    dyn: dict[str, dict[int, str]],
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dyn,
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+
+
+def _versions() -> dict[str, Any]:
+    import onnx
+    import torchvision
+
+    return {
+        "dps_fast": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "onnx": onnx.__version__,
+        "opset": OPSET,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def export_model(
+    model: str | ModelSpec,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    force: bool = False,
+) -> Path:
+    """Export ``model`` to a bundle and return its folder.
+
+    ``weights``: a torchvision-format state dict (``.pth``/``.safetensors``); None takes
+    torchvision's IMAGENET1K_V1 through its own download and cache. ``out``: the bundle folder;
+    None puts it in the cache under the weights key. Raises OutputValidationError listing every
+    graph output that disagrees with PyTorch beyond tolerance.
+    """
+    spec = get_model(model) if isinstance(model, str) else model
+    if out is not None:
+        check_destination(Path(out), force=force)
+    backbone = build_backbone(spec.arch)
+    needed = trunk_keys(backbone, _make_trunk(spec, backbone))
+    state, wsrc = resolve_backbone_weights(spec, weights)
+    load_into_backbone(backbone, state, needed, wsrc.name)
+    del state
+    trunk = _make_trunk(spec, backbone)
+
+    probe = _probe(trunk, PROBE_SIZE, PROBE_SIZE)
+    if probe is None:
+        raise UnknownModelError(f"{spec.arch} does not run on a {PROBE_SIZE}² input")
+    taps_info = []
+    for tap, f in zip(spec.taps, probe, strict=True):
+        if f.dim() != 4:
+            raise UnknownModelError(
+                f"tap {tap.name!r} of {spec.arch} gives a {f.dim()}-D tensor; taps must be "
+                "convolutional feature maps [N, C, H, W] (choose a node before pooling/flatten)"
+            )
+        if tap.channels and f.shape[1] != tap.channels:
+            raise UnknownModelError(
+                f"registry says tap {tap.name} of {spec.arch} has {tap.channels} channels, "
+                f"the model gives {f.shape[1]}"
+            )
+        stride = 2 ** max(0, round(math.log2(PROBE_SIZE / f.shape[2])))
+        taps_info.append({"name": tap.name, "channels": int(f.shape[1]), "stride": int(stride)})
+    if spec.custom:
+        spec = _with_channels(spec, [t["channels"] for t in taps_info])
+    min_side = spec.min_size or _min_size(trunk, None)
+    if _probe(trunk, min_side, min_side) is None:
+        raise UnknownModelError(f"registry min_size {min_side} does not run for {spec.name}")
+
+    if spec.head == "lpips":
+        head_w, head_src = lpips_head_weights(spec)
+    elif spec.head == "dists":
+        head_w, head_src = dists_head_weights()
+    else:
+        head_w, head_src = {}, {"source": "none", "sha256": ""}
+    channels = [t["channels"] for t in taps_info]
+    head = Head(spec, channels, head_w).eval()
+    pair = PairGraph(trunk, head).eval()
+    pair_sp = (
+        PairGraph(trunk, Head(spec, channels, head_w, spatial=True)).eval()
+        if spec.spatial_supported
+        else None
+    )
+
+    k = len(channels)
+    tap_out = [f"tap{i}" for i in range(k)]
+    nchw = {0: "N", 2: "H", 3: "W"}
+    graphs: dict[str, dict[str, Any]] = {}
+    validation: dict[str, Any] = {}
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="dps-fast-export-") as td:
+        tmp = Path(td)
+        side = max(64, min_side)
+        ex = torch.rand(2, 3, side, side)
+        _export(
+            trunk,
+            (ex,),
+            tmp / "trunk.onnx",
+            ["image"],
+            tap_out,
+            {"image": nchw, **{n: {0: "N", 2: f"h{i}", 3: f"w{i}"} for i, n in enumerate(tap_out)}},
+        )
+        graphs["trunk"] = {"file": "trunk.onnx", "inputs": ["image"], "outputs": tap_out}
+        with torch.inference_mode():
+            feats = trunk(ex)
+        h_in = [f"a_tap{i}" for i in range(k)] + [f"b_tap{i}" for i in range(k)]
+        h_dyn = {n: {0: "N", 2: f"h{i % k}", 3: f"w{i % k}"} for i, n in enumerate(h_in)}
+        _export(
+            head,
+            tuple(feats) + tuple(torch.rand_like(f) for f in feats),
+            tmp / "head.onnx",
+            h_in,
+            ["per_tap"],
+            {**h_dyn, "per_tap": {0: "N"}},
+        )
+        graphs["head"] = {"file": "head.onnx", "inputs": h_in, "outputs": ["per_tap"]}
+        _export(
+            pair,
+            (ex, torch.rand_like(ex)),
+            tmp / "pair.onnx",
+            ["a", "b"],
+            ["per_tap"],
+            {"a": nchw, "b": nchw, "per_tap": {0: "N"}},
+        )
+        graphs["pair"] = {"file": "pair.onnx", "inputs": ["a", "b"], "outputs": ["per_tap"]}
+        if pair_sp is not None:
+            _export(
+                pair_sp,
+                (ex, torch.rand_like(ex)),
+                tmp / "pair_spatial.onnx",
+                ["a", "b"],
+                ["per_tap", "map"],
+                {"a": nchw, "b": nchw, "per_tap": {0: "N"}, "map": nchw},
+            )
+            graphs["pair_spatial"] = {
+                "file": "pair_spatial.onnx",
+                "inputs": ["a", "b"],
+                "outputs": ["per_tap", "map"],
+            }
+
+        # Validation: two shapes, one odd and non-square; pairs from tiny to large distances.
+        shapes = [(side, side), (max(97, min_side), max(131, min_side))]
+        pair_feeds = []
+        for j, (h, w) in enumerate(shapes):
+            a, b = distortion_pairs(4, h, w, seed=100 + j)
+            pair_feeds.append({"a": a, "b": b})
+        trunk_feeds = [{"image": np.concatenate([f["a"], f["b"]])} for f in pair_feeds]
+        head_feeds = []
+        for f in pair_feeds:
+            with torch.inference_mode():
+                fa = trunk(torch.from_numpy(f["a"]))
+                fb = trunk(torch.from_numpy(f["b"]))
+            head_feeds.append(
+                {n: t.numpy() for n, t in zip(h_in, list(fa) + list(fb), strict=True)}
+            )
+        plan = [
+            ("trunk", trunk, trunk_feeds, tap_out, False),
+            ("head", head, head_feeds, ["per_tap"], True),
+            ("pair", pair, pair_feeds, ["per_tap"], True),
+        ]
+        if pair_sp is not None:
+            plan.append(("pair_spatial", pair_sp, pair_feeds, ["per_tap", "map"], True))
+        for role, mod, feeds, outs, is_score in plan:
+            checks = validate.run_checks(
+                role, tmp / graphs[role]["file"], mod, feeds, outs, is_score=is_score
+            )
+            validation[role] = {
+                "shapes": [[list(v.shape) for v in f.values()] for f in feeds],
+                "outputs": [c.to_dict() for c in checks],
+            }
+            failures += [c.describe() for c in checks if not c.ok]
+        if failures:
+            raise OutputValidationError(spec.name, failures)
+
+        manifest: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "model": spec.name,
+            "description": spec.description,
+            "arch": spec.arch,
+            "head": spec.head,
+            "reduce": spec.reduce,
+            "lpips_version": spec.lpips_version,
+            "taps": taps_info,
+            "input": {
+                "layout": "NCHW",
+                "dtype": "float32",
+                "range": [0, 1],
+                "min_size": [min_side, min_side],
+            },
+            "preprocessing": spec.preprocessing.to_dict(),
+            "weights": wsrc.to_dict(),
+            "head_weights": head_src,
+            "graphs": graphs,
+            "export": _versions(),
+            "validation": {
+                "tolerance": {
+                    "trunk_rel": validate.TRUNK_REL_TOL,
+                    "score_abs": validate.SCORE_ABS_TOL,
+                    "score_rel": validate.SCORE_REL_TOL,
+                },
+                "graphs": validation,
+            },
+        }
+        dest = Path(out) if out is not None else bundle_dir(spec.name, _key(wsrc))
+        files = {g["file"]: tmp / g["file"] for g in graphs.values()}
+        head_np = {k_: v.numpy() for k_, v in head_w.items()}
+        write_bundle(dest, manifest, files, head_np, force=force)
+    log.info("exported %s to %s", spec.name, dest)
+    read_bundle(dest)  # read back with every check the engine applies
+    return dest
+
+
+def _key(wsrc: WeightsSource) -> str:
+    return weights_key(None if wsrc.source == "torchvision" else wsrc.sha256)
+
+
+def _with_channels(spec: ModelSpec, channels: list[int]) -> ModelSpec:
+    from dataclasses import replace
+
+    return replace(
+        spec, taps=tuple(Tap(t.name, c) for t, c in zip(spec.taps, channels, strict=True))
+    )

@@ -1,0 +1,82 @@
+"""Run exported graphs in ONNX Runtime against PyTorch and report max |Δ| per output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TRUNK_REL_TOL = 1e-5
+SCORE_ABS_TOL = 1e-5
+SCORE_REL_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    graph: str
+    output: str
+    shape: tuple[int, ...]
+    max_abs: float
+    rel: float
+    ok: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "output": self.output,
+            "shape": list(self.shape),
+            "max_abs_diff": self.max_abs,
+            "rel_diff": self.rel,
+            "ok": self.ok,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"{self.graph}:{self.output} shape {list(self.shape)}: max |Δ| {self.max_abs:.3g}, "
+            f"relative {self.rel:.3g}"
+        )
+
+
+def compare(
+    graph: str, name: str, got: np.ndarray, ref: np.ndarray, *, is_score: bool
+) -> OutputCheck:
+    """Max |Δ| and max |Δ| / max |ref|, and whether they meet the Contracts' tolerance."""
+    if got.shape != ref.shape:
+        return OutputCheck(graph, name, tuple(ref.shape), float("inf"), float("inf"), False)
+    d = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))) if ref.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    rel = d / scale if scale > 0 else (0.0 if d == 0 else float("inf"))
+    finite = bool(np.all(np.isfinite(got)))
+    ok = finite and (
+        d <= SCORE_ABS_TOL or rel <= SCORE_REL_TOL if is_score else rel <= TRUNK_REL_TOL
+    )
+    return OutputCheck(graph, name, tuple(ref.shape), d, rel, ok)
+
+
+def run_checks(
+    graph: str,
+    onnx_path: Path,
+    torch_fn: Callable[..., Sequence[torch.Tensor]],
+    inputs: list[dict[str, np.ndarray]],
+    output_names: list[str],
+    *,
+    is_score: bool,
+) -> list[OutputCheck]:
+    """Run ``onnx_path`` and ``torch_fn`` on each input set; one check per output and input."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    checks = []
+    for feed in inputs:
+        got = sess.run(output_names, feed)
+        with torch.inference_mode():
+            ref = torch_fn(*[torch.from_numpy(v) for v in feed.values()])
+        if isinstance(ref, torch.Tensor):
+            ref = (ref,)
+        for name, g, r in zip(output_names, got, ref, strict=True):
+            checks.append(compare(graph, name, np.asarray(g), r.numpy(), is_score=is_score))
+    return checks

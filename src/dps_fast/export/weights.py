@@ -1,0 +1,231 @@
+"""Backbone and head weights: torchvision's official files or a user's state dict, hashed.
+
+A weights file must match the trunk exactly: missing, unexpected or mis-shaped keys are named
+in one error, never papered over with random weights (the trap of ``lpips.LPIPS``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UnknownModelError, WeightsError
+from ..hashing import sha256_file
+from ..registry import ModelSpec
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where the backbone weights came from, for the manifest."""
+
+    source: str  # "torchvision" | "file"
+    name: str  # torchvision file name, or the user's file path
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"source": self.source, "name": self.name, "sha256": self.sha256}
+
+
+def classification_archs() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def build_backbone(arch: str) -> nn.Module:
+    """torchvision's classification model ``arch`` with random weights (loaded later)."""
+    import difflib
+
+    import torchvision
+
+    archs = classification_archs()
+    if arch not in archs:
+        close = difflib.get_close_matches(arch, archs, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown torchvision architecture {arch!r}.{hint} "
+            f"Valid classification architectures: {', '.join(archs)}"
+        )
+    torch.manual_seed(0)
+    return torchvision.models.get_model(arch, weights=None).eval()
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a torchvision-format state dict: ``.pth``/``.pt`` (weights_only) or ``.safetensors``."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weights file not found: {p} (expected a .pth or .safetensors file)")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: object = load_file(str(p), device="cpu")
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad pickles
+        raise WeightsError(
+            f"cannot read weights file {p}: {type(e).__name__}: {str(e).splitlines()[0][:300]}. "
+            "Expected a state dict saved with torch.save(model.state_dict(), PATH) "
+            "or safetensors' save_file."
+        ) from None
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(
+            f"{p} is not a state dict (got {type(obj).__name__}); expected a mapping of "
+            "parameter names to tensors, as torch.save(model.state_dict(), PATH) writes."
+        )
+    for wrapper in ("state_dict", "model", "net"):
+        if wrapper in obj and isinstance(obj[wrapper], Mapping):
+            raise WeightsError(
+                f"{p} holds a checkpoint with a {wrapper!r} entry, not a bare state dict; "
+                f"save checkpoint[{wrapper!r}] on its own and pass that file."
+            )
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise WeightsError(
+            f"{p} is not a state dict: entries that are not tensors: {bad[:5]}"
+            f"{' …' if len(bad) > 5 else ''}"
+        )
+    return {k: v for k, v in obj.items()}
+
+
+def trunk_keys(backbone: nn.Module, trunk: nn.Module) -> set[str]:
+    """Names (in the backbone's state dict) of the tensors the trunk actually uses."""
+    used = {id(t) for t in trunk.state_dict(keep_vars=True).values()}
+    return {k for k, t in backbone.state_dict(keep_vars=True).items() if id(t) in used}
+
+
+def load_into_backbone(
+    backbone: nn.Module, state: Mapping[str, torch.Tensor], needed: set[str], origin: str
+) -> None:
+    """Copy ``state`` into ``backbone``; every key the trunk needs must be there with its shape."""
+    own = backbone.state_dict()
+    optional = {k for k in needed if k.endswith("num_batches_tracked")}
+    missing = sorted(needed - optional - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mis_shaped = sorted(
+        f"{k}: expected {tuple(own[k].shape)}, got {tuple(state[k].shape)}"
+        for k in set(state) & set(own)
+        if tuple(own[k].shape) != tuple(state[k].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {', '.join(missing[:8])}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}")
+    if mis_shaped:
+        problems.append(f"mis-shaped keys ({len(mis_shaped)}): {'; '.join(mis_shaped[:8])}")
+    if problems:
+        raise WeightsError(
+            f"weights from {origin} do not fit this backbone — " + " | ".join(problems) + ". "
+            "Expected a torchvision-format state dict of the same architecture "
+            "(keys like 'features.0.weight')."
+        )
+    floats = {k: v.to(own[k].dtype) for k, v in state.items()}
+    backbone.load_state_dict(floats, strict=False)
+
+
+def torchvision_weights_file(arch: str) -> Path:
+    """Download (once, hash-prefix checked by torchvision) IMAGENET1K_V1 and return its path."""
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+        w = enum["IMAGENET1K_V1"]
+    except (KeyError, ValueError):
+        raise WeightsError(
+            f"torchvision has no IMAGENET1K_V1 weights for {arch!r}; pass --weights PATH"
+        ) from None
+    url = w.url
+    fname = url.rsplit("/", 1)[-1]
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / fname
+    if not ckpt.is_file():
+        try:
+            torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+        except Exception as e:
+            raise WeightsError(
+                f"could not download torchvision's {fname} ({type(e).__name__}: {e}). "
+                "Offline? Copy the file to "
+                f"{ckpt} or export with --weights PATH (a torchvision-format state dict)."
+            ) from None
+    return ckpt
+
+
+def resolve_backbone_weights(
+    spec: ModelSpec, weights: str | os.PathLike[str] | None
+) -> tuple[dict[str, torch.Tensor], WeightsSource]:
+    """The state dict to load and its provenance (file sha256 computed on every use)."""
+    if weights is None:
+        path = torchvision_weights_file(spec.arch)
+        sha = sha256_file(path)
+        prefix = path.stem.rsplit("-", 1)[-1]
+        if not sha.startswith(prefix):
+            raise WeightsError(
+                f"cached torchvision weights {path} fail their hash (sha256 {sha[:16]}…, file "
+                f"name says {prefix}…): delete the file and export again."
+            )
+        state = load_state_dict_file(path)
+        return state, WeightsSource("torchvision", path.name, sha)
+    p = Path(weights).expanduser()
+    state = load_state_dict_file(p)
+    return state, WeightsSource("file", str(p.resolve()), sha256_file(p))
+
+
+def _lpips_weights_dir() -> Path:
+    import lpips
+
+    return Path(lpips.__file__).parent / "weights"
+
+
+def lpips_head_weights(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The LPIPS lin weights shipped in the ``lpips`` wheel, as lin0…linK-1 ([C] each)."""
+    assert spec.lpips_net is not None and spec.lpips_version is not None
+    path = _lpips_weights_dir() / f"v{spec.lpips_version}" / f"{spec.lpips_net}.pth"
+    if not path.is_file():
+        raise WeightsError(f"LPIPS lin weights not found at {path}: pip install lpips==0.1.4")
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    out: dict[str, torch.Tensor] = {}
+    for i, tap in enumerate(spec.taps):
+        key = f"lin{i}.model.1.weight"
+        if key not in raw:
+            raise WeightsError(f"{path} lacks {key}; found {sorted(raw)[:8]}")
+        w = raw[key].reshape(-1).to(torch.float32)
+        if w.numel() != tap.channels:
+            raise WeightsError(f"{path}: {key} has {w.numel()} channels, tap has {tap.channels}")
+        out[f"lin{i}"] = w
+    return out, {
+        "source": f"lpips/weights/v{spec.lpips_version}/{path.name}",
+        "sha256": sha256_file(path),
+    }
+
+
+def dists_head_weights() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """DISTS alpha/beta from the ``DISTS_pytorch`` wheel (its package folder, else sys.prefix)."""
+    candidates = []
+    try:
+        import DISTS_pytorch
+
+        candidates.append(Path(DISTS_pytorch.__file__).parent / "weights.pt")
+    except ImportError:
+        pass
+    candidates.append(Path(sys.prefix) / "weights.pt")
+    for path in candidates:
+        if path.is_file():
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            alpha = raw["alpha"].reshape(-1).to(torch.float32)
+            beta = raw["beta"].reshape(-1).to(torch.float32)
+            if alpha.numel() != 1475 or beta.numel() != 1475:
+                raise WeightsError(f"{path}: expected alpha/beta of 1475 values")
+            return {"alpha": alpha, "beta": beta}, {
+                "source": "DISTS_pytorch/weights.pt",
+                "sha256": sha256_file(path),
+            }
+    raise WeightsError(
+        "DISTS alpha/beta not found (looked in the DISTS_pytorch package and sys.prefix): "
+        "pip install DISTS_pytorch==0.1"
+    )

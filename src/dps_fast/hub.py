@@ -1,0 +1,72 @@
+"""Find a model's bundle: a folder, or the cache; export it when missing and torch is there.
+
+This module never imports torch at import time; the export step is imported lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .bundle import MANIFEST
+from .cache import bundle_dir, weights_key
+from .errors import BundleNotFoundError
+from .hashing import sha256_file
+from .registry import get_model
+
+log = logging.getLogger("dps_fast")
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def export_command(model: str, weights: str | os.PathLike[str] | None) -> str:
+    w = f" --weights {weights}" if weights is not None else ""
+    return f"dps-fast export {model}{w}"
+
+
+def resolve_bundle(
+    model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None
+) -> Path:
+    """Path of the bundle for ``model`` (a bundle folder or a registry name) and ``weights``."""
+    p = Path(model)
+    if isinstance(model, os.PathLike) or (p / MANIFEST).is_file() or os.sep in str(model):
+        if weights is not None:
+            raise ValueError(
+                "weights= selects which bundle to use for a model name; with a bundle folder "
+                f"({p}) the weights are already baked in — pass one or the other"
+            )
+        if not (p / MANIFEST).is_file():
+            raise BundleNotFoundError(
+                f"no bundle at {p} (no {MANIFEST}); make one with `dps-fast export MODEL --out {p}`"
+            )
+        return p
+    name = str(model)
+    spec = get_model(name)  # raises UnknownModelError listing valid names
+    if weights is not None:
+        wp = Path(weights).expanduser()
+        if not wp.is_file():
+            raise FileNotFoundError(f"weights file not found: {wp}")
+        key = weights_key(sha256_file(wp))
+    else:
+        key = weights_key(None)
+    dest = bundle_dir(spec.name, key)
+    if (dest / MANIFEST).is_file():
+        return dest
+    if not _torch_available():
+        raise BundleNotFoundError(
+            f"no bundle for {spec.name} ({key}) in the cache at {dest}, and PyTorch is not "
+            f"installed here to make one. Make it where PyTorch is (pip install "
+            f"'dps-fast[export]') with `{export_command(spec.name, weights)}`, then copy the "
+            f"folder to {dest} or pass the bundle folder as the model."
+        )
+    from .export import export_model
+
+    log.info("no cached bundle for %s (%s): exporting it now", spec.name, key)
+    return export_model(spec, weights=weights, out=dest, force=True)
