@@ -111,7 +111,8 @@ def write_bundle(
         manifest = json.loads(json.dumps(manifest))  # deep copy, JSON-only values
         for name, src in files.items():
             shutil.copyfile(src, tmp / name)
-        np.savez(tmp / HEAD_NPZ, **{k: np.asarray(v, np.float32) for k, v in head_weights.items()})
+        arrays: dict[str, Any] = {k: np.asarray(v, np.float32) for k, v in head_weights.items()}
+        np.savez(tmp / HEAD_NPZ, **arrays)
         for g in manifest["graphs"].values():
             g["sha256"] = sha256_file(tmp / g["file"])
         manifest["head_file"] = {"file": HEAD_NPZ, "sha256": sha256_file(tmp / HEAD_NPZ)}

@@ -147,7 +147,7 @@ def export_model(
     probe = _probe(trunk, PROBE_SIZE, PROBE_SIZE)
     if probe is None:
         raise UnknownModelError(f"{spec.arch} does not run on a {PROBE_SIZE}² input")
-    taps_info = []
+    taps_info: list[dict[str, Any]] = []
     for tap, f in zip(spec.taps, probe, strict=True):
         if f.dim() != 4:
             raise UnknownModelError(
@@ -173,7 +173,7 @@ def export_model(
         head_w, head_src = dists_head_weights()
     else:
         head_w, head_src = {}, {"source": "none", "sha256": ""}
-    channels = [t["channels"] for t in taps_info]
+    channels: list[int] = [int(t["channels"]) for t in taps_info]
     head = Head(spec, channels, head_w).eval()
     pair = PairGraph(trunk, head).eval()
     pair_sp = (
@@ -244,12 +244,12 @@ def export_model(
         for j, (h, w) in enumerate(shapes):
             a, b = distortion_pairs(4, h, w, seed=100 + j)
             pair_feeds.append({"a": a, "b": b})
-        trunk_feeds = [{"image": np.concatenate([f["a"], f["b"]])} for f in pair_feeds]
+        trunk_feeds = [{"image": np.concatenate([pf["a"], pf["b"]])} for pf in pair_feeds]
         head_feeds = []
-        for f in pair_feeds:
+        for pf in pair_feeds:
             with torch.inference_mode():
-                fa = trunk(torch.from_numpy(f["a"]))
-                fb = trunk(torch.from_numpy(f["b"]))
+                fa = trunk(torch.from_numpy(pf["a"]))
+                fb = trunk(torch.from_numpy(pf["b"]))
             head_feeds.append(
                 {n: t.numpy() for n, t in zip(h_in, list(fa) + list(fb), strict=True)}
             )
@@ -303,8 +303,7 @@ def export_model(
         }
         dest = Path(out) if out is not None else bundle_dir(spec.name, _key(wsrc))
         files = {g["file"]: tmp / g["file"] for g in graphs.values()}
-        head_np = {k_: v.numpy() for k_, v in head_w.items()}
-        write_bundle(dest, manifest, files, head_np, force=force)
+        write_bundle(dest, manifest, files, {n: w.numpy() for n, w in head_w.items()}, force=force)
     log.info("exported %s to %s", spec.name, dest)
     read_bundle(dest)  # read back with every check the engine applies
     return dest

@@ -28,6 +28,8 @@ class Preprocess(nn.Module):
         p = spec.preprocessing
         self.in_scale = float(p.in_scale)
         self.in_shift = float(p.in_shift)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(p.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(p.std, dtype=torch.float32).view(1, 3, 1, 1))
         self.identity = p.mean == (0.0, 0.0, 0.0) and p.std == (1.0, 1.0, 1.0)
@@ -48,6 +50,7 @@ class L2Pool(nn.Module):
         a = torch.tensor([0.5, 1.0, 0.5], dtype=torch.float64)
         g = a[:, None] * a[None, :]
         g = (g / g.sum()).to(torch.float32)
+        self.filter: torch.Tensor
         self.register_buffer("filter", g[None, None].repeat(channels, 1, 1, 1))
         self.channels = channels
 
