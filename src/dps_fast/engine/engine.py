@@ -92,8 +92,17 @@ class Engine:
         return s
 
     def _run(self, role: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        sess, _ = self._session(role)
-        return list(sess.run(None, feed))
+        sess, device = self._session(role)
+        if device != "cuda":
+            return list(sess.run(None, feed))
+        # CUDA: inputs copied once to the device, graph outputs (scores, maps) bound to host.
+        io = sess.io_binding()
+        for name, value in feed.items():
+            io.bind_cpu_input(name, np.ascontiguousarray(value))
+        for out in sess.get_outputs():
+            io.bind_output(out.name, "cpu")
+        sess.run_with_iobinding(io)
+        return list(io.copy_outputs_to_cpu())
 
     # -- info -----------------------------------------------------------------------------
     @property
@@ -117,7 +126,8 @@ class Engine:
     def tap_names(self) -> list[str]:
         return [t.name for t in self.bundle.taps]
 
-    def _batch_len(self, h: int, w: int) -> int:
+    def batch_len(self, h: int, w: int) -> int:
+        """Pairs per batch at this size: ``batch_size`` capped by the pixel budget."""
         cap = self.batch_size or DEFAULT_MAX_BATCH
         return max(1, min(cap, DEFAULT_PIXEL_BUDGET // max(1, h * w)))
 
@@ -128,7 +138,7 @@ class Engine:
         """Tap features of images: a list of K float32 host arrays [N, C_k, h_k, w_k]."""
         batch = to_batch(x, value_range)
         self._check_size(batch)
-        step = self._batch_len(*batch.shape[2:])
+        step = self.batch_len(*batch.shape[2:])
         parts = [
             self._run("trunk", {"image": batch[i : i + step]})
             for i in range(0, batch.shape[0], step)
@@ -142,6 +152,15 @@ class Engine:
         k = len(self.bundle.taps)
         if len(fa) != k or len(fb) != k:
             raise ValueError(f"expected {k} feature arrays per side, got {len(fa)} and {len(fb)}")
+        # Cached features may come back as float64 (or any float): the distances run in float32.
+        fa = [np.asarray(f, dtype=np.float32) for f in fa]
+        fb = [np.asarray(f, dtype=np.float32) for f in fb]
+        for t, (x, y) in enumerate(zip(fa, fb, strict=True)):
+            if x.ndim != 4 or x.shape[1:] != y.shape[1:]:
+                raise ValueError(
+                    f"expected tap {t} features [N, C, h, w] of one shape on both sides, "
+                    f"got {x.shape} and {y.shape}"
+                )
         na, nb = fa[0].shape[0], fb[0].shape[0]
         if na != nb:
             if na == 1:
@@ -166,7 +185,7 @@ class Engine:
 
         With both ``spatial`` and ``per_layer`` it returns ``(per_layer, map)``.
         """
-        if spatial and not self.bundle.has_graph(self._roles["pair_spatial"]):
+        if spatial and not self.bundle.has_graph("pair_spatial"):
             raise ValueError(
                 f"spatial=True needs an LPIPS-family model; {self.bundle.model} "
                 f"({self.bundle.head}) has no spatial map"
@@ -174,8 +193,10 @@ class Engine:
         ba, bb, n = pair_batches(
             to_batch(a, value_range), to_batch(b, value_range), self.bundle.min_size
         )
+        if spatial:
+            self.bundle.graph_path(self._roles["pair_spatial"])  # precision variant? (clear error)
         h, w = ba.shape[2:]
-        step = self._batch_len(h, w)
+        step = self.batch_len(h, w)
         per_tap = np.empty((n, len(self.bundle.taps)), np.float32)
         maps = np.empty((n, h, w), np.float32) if spatial else None
         if not spatial and (ba.shape[0] == 1) != (bb.shape[0] == 1):
@@ -211,6 +232,26 @@ class Engine:
             feed = {f"a_tap{t}": fa[t] for t in range(k)}
             feed.update({f"b_tap{t}": fb[t] for t in range(k)})
             per_tap[i:j] = self._run("head", feed)[0]
+
+    def per_tap_from_features(
+        self, fa: list[np.ndarray], fb: list[np.ndarray], *, chunk: int = 64
+    ) -> np.ndarray:
+        """Per-tap distances [N, K] of two equal-length feature lists, on the head graph."""
+        k = len(self.bundle.taps)
+        if len(fa) != k or len(fb) != k:
+            raise ValueError(f"expected {k} feature arrays per side, got {len(fa)} and {len(fb)}")
+        n = fa[0].shape[0]
+        out = np.empty((n, k), np.float32)
+        for i in range(0, n, chunk):
+            j = min(n, i + chunk)
+            feed = {f"a_tap{t}": np.ascontiguousarray(fa[t][i:j]) for t in range(k)}
+            feed.update({f"b_tap{t}": np.ascontiguousarray(fb[t][i:j]) for t in range(k)})
+            out[i:j] = self._run("head", feed)[0]
+        return out
+
+    def reduce(self, per_tap: np.ndarray) -> np.ndarray:
+        """Scores (N,) from per-tap values: sum (LPIPS, DISTS) or mean (DPS) over taps."""
+        return distances.reduce_taps(per_tap, self.bundle.reduce)
 
     def _check_size(self, batch: np.ndarray) -> None:
         mh, mw = self.bundle.min_size

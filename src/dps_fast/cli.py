@@ -1,0 +1,532 @@
+"""``dps-fast`` command line: a thin layer over the Python API.
+
+Imports are lazy so ``--help`` and ``--version`` answer at once. Exit codes: 0 every pair
+scored, 1 some pairs failed (their rows say why), 2 usage or whole-run errors.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+app = typer.Typer(
+    name="dps-fast",
+    help="Fast deep perceptual similarity (LPIPS, DISTS, DPS) on ONNX Runtime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _fail(msg: str, code: int = 2) -> NoReturn:
+    _err(f"error: {msg}")
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dps-fast {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Deep perceptual similarity between images, fast."""
+
+
+# ---- shared options ----------------------------------------------------------------------
+MODEL = typer.Option("lpips-alex", "--model", "-m", help="Model name or bundle folder.")
+WEIGHTS = typer.Option(
+    None, "--weights", help="Backbone state dict (.pth/.safetensors): selects/makes its bundle."
+)
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda")
+PRECISION = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (needs the variant)")
+BATCH = typer.Option(None, "--batch-size", min=1, help="Pairs per batch (an upper bound).")
+WORKERS = typer.Option(None, "--workers", min=1, help="Decoding threads (default: cores, ≤ 8).")
+RESIZE = typer.Option("none", "--resize", help="none | to-a | short-side:N")
+OUT = typer.Option(None, "--out", "-o", help="Results file (.csv or .jsonl); default stdout.")
+RESUME = typer.Option(False, "--resume", help="Skip pairs already scored in --out.")
+PER_LAYER = typer.Option(False, "--per-layer", help="Add tap_<name> columns.")
+SPATIAL_DIR = typer.Option(None, "--spatial-dir", help="Write per-pair heatmap PNGs here.")
+
+
+def _make_engine(
+    model: str, weights: Path | None, device: str, precision: str, batch_size: int | None
+) -> Engine:
+    from .engine import Engine
+    from .errors import DpsFastError
+
+    try:
+        return Engine(
+            model, device=device, precision=precision, weights=weights, batch_size=batch_size
+        )
+    except (DpsFastError, ValueError, FileNotFoundError) as e:
+        _fail(" ".join(str(e).split()))
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.on = sys.stderr.isatty()
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.perf_counter()
+        if not self.on or (now - self.last < 0.2 and done < self.total):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        frac = done / max(self.total, 1)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {done}/{self.total} pairs, {rate:.1f} pairs/s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")
+
+
+def _provenance(engine: Engine, options: dict[str, Any]) -> dict[str, Any]:
+    import onnxruntime
+
+    info = engine.info
+    return {
+        "model": info["model"],
+        "bundle": info["bundle"],
+        "bundle_sha256": info["bundle_sha256"],
+        "weights": info["weights"],
+        "device": info["device"],
+        "providers": info["providers"],
+        "precision": info["precision"],
+        "dps_fast": __version__,
+        "onnxruntime": onnxruntime.__version__,
+        "options": options,
+    }
+
+
+def _run_scoring(
+    engine: Engine,
+    pairs: list[Any],
+    *,
+    out: Path | None,
+    resume: bool,
+    resize: str,
+    per_layer: bool,
+    spatial_dir: Path | None,
+    workers: int | None,
+    options: dict[str, Any],
+    notes: list[str],
+) -> int:
+    from .io.results import ResultWriter, read_done_keys, write_meta
+    from .pipeline import PairScorer
+
+    if resume and out is None:
+        _fail("--resume needs --out FILE (the file to resume)")
+    try:
+        scorer = PairScorer(
+            engine, resize=resize, per_layer=per_layer, spatial_dir=spatial_dir, workers=workers
+        )
+    except ValueError as e:
+        _fail(str(e))
+    done: set[tuple[str, str]] = set()
+    if resume and out is not None and out.exists():
+        try:
+            done = read_done_keys(out)
+        except ValueError as e:
+            msg = " ".join(str(e).split())
+            _fail(msg if msg.startswith("cannot resume") else f"cannot resume from {out}: {msg}")
+        try:
+            _drop_rows_to_redo(out, scorer.columns(with_id=any(p.id is not None for p in pairs)))
+        except OSError as e:
+            _fail(f"cannot resume from {out}: {e.strerror or e}")
+    todo = [p for p in pairs if (p.a, p.b) not in done]
+    scorer.stats.skipped = len(pairs) - len(todo)
+    with_id = any(p.id is not None for p in pairs)
+    try:
+        writer = ResultWriter(out, scorer.columns(with_id=with_id), resume=resume)
+    except (OSError, ValueError) as e:
+        _fail(str(e))
+    for n in notes:
+        _err(n)
+    progress = _Progress(len(todo))
+    t0 = time.perf_counter()
+    with writer:
+        for i, rec in enumerate(scorer.run(todo), 1):
+            writer.write(rec)
+            progress.update(i)
+    progress.close()
+    elapsed = time.perf_counter() - t0
+    summary = scorer.stats.summary()
+    summary["pairs_per_s"] = scorer.stats.scored / elapsed if elapsed > 0 else 0.0
+    summary["seconds"] = elapsed
+    prov = _provenance(engine, options)
+    _print_summary(summary, prov)
+    if out is not None:
+        write_meta(out, {**prov, "summary": summary})
+    return 1 if scorer.stats.failed else 0
+
+
+def _drop_rows_to_redo(out: Path, columns: list[str]) -> None:
+    """Before a resume appends, remove the rows it will write again (rows with an error, and
+    repeats of a key), so that every pair ends up with one row. The file is rewritten
+    atomically, and only when there is such a row; a CSV whose header is not this run's is left
+    alone (the writer refuses it). A cut-off last line is left to the writer to cut.
+    """
+    import csv
+    import io
+    import os
+
+    from .io.results import results_format
+
+    raw = out.read_bytes()
+    text = raw[: raw.rfind(b"\n") + 1].decode("utf-8", "surrogateescape")
+    seen: set[tuple[str, str]] = set()
+    dropped = 0
+    if results_format(out) == "csv":
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        if not rows or rows[0] != columns:
+            return
+        kept_rows = [rows[0]]
+        for row in rows[1:]:
+            r = dict(zip(columns, row, strict=False))
+            key = (r.get("a", ""), r.get("b", ""))
+            if r.get("error") or not r.get("score") or key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            kept_rows.append(row)
+        buf = io.StringIO(newline="")
+        csv.writer(buf, lineterminator="\n").writerows(kept_rows)
+        new_text = buf.getvalue()
+    else:
+        kept_lines = []
+        for line in text.split("\n"):
+            if not line.strip():
+                continue
+            obj = json.loads(line)  # read_done_keys has checked every complete line
+            key = (str(obj["a"]), str(obj["b"]))
+            if obj.get("error") or obj.get("score") is None or key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            kept_lines.append(line + "\n")
+        new_text = "".join(kept_lines)
+    if not dropped:
+        return
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.resume.tmp")
+    try:
+        tmp.write_bytes(new_text.encode("utf-8", "surrogateescape"))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _print_summary(summary: dict[str, Any], prov: dict[str, Any]) -> None:
+    parts = [f"scored {summary['scored']}", f"failed {summary['failed']}"]
+    if "skipped (resume)" in summary:
+        parts.append(f"skipped {summary['skipped (resume)']} (already in --out)")
+    _err("summary: " + ", ".join(parts))
+    if "mean" in summary:
+        stats = ("mean", "std", "median", "min", "max")
+        _err("  " + "  ".join(f"{k} {summary[k]:.6g}" for k in stats))
+    _err(
+        f"  model {prov['model']}, device {prov['device']}, precision {prov['precision']}, "
+        f"{summary['pairs_per_s']:.1f} pairs/s"
+    )
+
+
+def _one_side_notes(only_a: list[str], only_b: list[str], dir_a: Path, dir_b: Path) -> list[str]:
+    notes = []
+    for names, d in ((only_a, dir_a), (only_b, dir_b)):
+        if names:
+            shown = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+            notes.append(f"note: {len(names)} file(s) only in {d}, not scored: {shown}")
+    return notes
+
+
+@app.command()
+def score(
+    dir_a: Path = typer.Argument(..., help="Folder A (e.g. restored images)."),
+    dir_b: Path = typer.Argument(..., help="Folder B (e.g. ground truth)."),
+    model: str = MODEL,
+    weights: Path | None = WEIGHTS,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    batch_size: int | None = BATCH,
+    workers: int | None = WORKERS,
+    match: str = typer.Option("stem", "--match", help="relpath | stem | sorted"),
+    resize: str = RESIZE,
+    out: Path | None = OUT,
+    resume: bool = RESUME,
+    per_layer: bool = PER_LAYER,
+    spatial_dir: Path | None = SPATIAL_DIR,
+) -> None:
+    """Score every image pair of two folders (recursive); one row per pair."""
+    from .io.decode import parse_resize
+    from .io.pairing import MATCH_MODES, PairingError, pair_dirs
+
+    if match not in MATCH_MODES:
+        _fail(f"--match must be one of {', '.join(MATCH_MODES)}, got {match!r}")
+    try:
+        parse_resize(resize)
+        pairing = pair_dirs(dir_a, dir_b, match=match)
+    except (PairingError, ValueError) as e:
+        _fail(" ".join(str(e).split()))
+    engine = _make_engine(model, weights, device, precision, batch_size)
+    notes = _one_side_notes(pairing.only_a, pairing.only_b, dir_a, dir_b)
+    if pairing.note:
+        notes.insert(0, f"note: {pairing.note}")
+    options = {"dir_a": str(dir_a), "dir_b": str(dir_b), "match": match, "resize": resize,
+               "per_layer": per_layer, "batch_size": batch_size}  # fmt: skip
+    code = _run_scoring(
+        engine, pairing.pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
+        spatial_dir=spatial_dir, workers=workers, options=options, notes=notes,
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+@app.command("score-pairs")
+def score_pairs_cmd(
+    pairs_csv: Path = typer.Argument(..., help="CSV with columns a,b (optional id)."),
+    model: str = MODEL,
+    weights: Path | None = WEIGHTS,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    batch_size: int | None = BATCH,
+    workers: int | None = WORKERS,
+    resize: str = RESIZE,
+    out: Path | None = OUT,
+    resume: bool = RESUME,
+    per_layer: bool = PER_LAYER,
+    spatial_dir: Path | None = SPATIAL_DIR,
+) -> None:
+    """Score the pairs of a manifest; paths are relative to the manifest's folder."""
+    from .io.decode import parse_resize
+    from .io.pairing import PairingError, read_pairs_manifest
+
+    try:
+        parse_resize(resize)
+        pairs = read_pairs_manifest(pairs_csv)
+    except (PairingError, ValueError) as e:
+        _fail(" ".join(str(e).split()))
+    engine = _make_engine(model, weights, device, precision, batch_size)
+    options = {"manifest": str(pairs_csv), "resize": resize, "per_layer": per_layer,
+               "batch_size": batch_size}  # fmt: skip
+    code = _run_scoring(
+        engine, pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
+        spatial_dir=spatial_dir, workers=workers, options=options, notes=[],
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+@app.command()
+def matrix(
+    folder: Path = typer.Argument(..., help="Folder of images of one size."),
+    out: Path = typer.Option(..., "--out", "-o", help="M.npy (+ M.labels.txt) or M.csv"),
+    model: str = MODEL,
+    weights: Path | None = WEIGHTS,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    batch_size: int | None = BATCH,
+    workers: int | None = WORKERS,
+    resize: str = RESIZE,
+) -> None:
+    """All-pairs distance matrix of a folder; features are computed once per image."""
+    import csv
+
+    import numpy as np
+
+    from .io.results import format_float
+    from .pipeline import distance_matrix
+
+    if out.suffix not in (".npy", ".csv"):
+        _fail(f"--out must end in .npy or .csv, got {out.name!r}")
+    if not folder.is_dir():
+        _fail(f"folder not found: {folder}")
+    engine = _make_engine(model, weights, device, precision, batch_size)
+    t0 = time.perf_counter()
+    try:
+        m, labels = distance_matrix(folder, engine=engine, resize=resize, workers=workers)
+    except ValueError as e:
+        _fail(" ".join(str(e).split()))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".npy":
+            np.save(out, m)
+            out.with_suffix(".labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+        else:
+            with open(out, "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f, lineterminator="\n")
+                w.writerow(["", *labels])
+                for lab, row in zip(labels, m, strict=True):
+                    w.writerow([lab, *(format_float(v) for v in row)])
+    except OSError as e:
+        _fail(f"cannot write {out}: {e.strerror or e}")
+    n = len(labels)
+    _err(
+        f"matrix: {n} images, {n * (n - 1) // 2} pairs in {time.perf_counter() - t0:.2f} s "
+        f"({engine.info['model']}, {engine.device}) → {out}"
+    )
+
+
+@app.command()
+def models() -> None:
+    """List the registered models and which bundles are in the cache."""
+    from .cache import cache_root, cached_bundles
+    from .registry import list_models
+
+    cached = cached_bundles()
+    rows = [("model", "head", "taps", "cached", "description")]
+    for s in list_models():
+        rows.append(
+            (s.name, s.head, str(len(s.taps)), ",".join(cached.get(s.name, [])) or "-",
+             s.description)
+        )  # fmt: skip
+    for name, keys in cached.items():
+        if name not in {s.name for s in list_models()}:
+            rows.append((name, "custom", "?", ",".join(keys), "custom export"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    typer.echo(f"\ncache: {cache_root()}")
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="Registry name, or 'dps' with --arch and --taps."),
+    weights: Path | None = WEIGHTS,
+    out: Path | None = typer.Option(None, "--out", "-o", help="Bundle folder (default: cache)."),
+    arch: str | None = typer.Option(None, "--arch", help="torchvision architecture (dps)."),
+    taps: str | None = typer.Option(None, "--taps", help="Comma-separated node names (dps)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing bundle."),
+) -> None:
+    """Export a model to a validated ONNX bundle (needs the [export] extra)."""
+    from .errors import DpsFastError
+    from .registry import custom_dps_spec, get_model
+
+    try:
+        if model == "dps":
+            if not arch or not taps:
+                _fail("`dps-fast export dps` needs --arch A --taps T1,T2")
+            spec = custom_dps_spec(arch, [t.strip() for t in taps.split(",") if t.strip()])
+        else:
+            if arch or taps:
+                _fail("--arch/--taps go with `dps-fast export dps`")
+            spec = get_model(model)
+    except (DpsFastError, ValueError) as e:
+        _fail(" ".join(str(e).split()))
+    try:
+        from .export import export_model
+    except ImportError as e:
+        _fail(f"export needs PyTorch: pip install 'dps-fast[export]' ({e})")
+    t0 = time.perf_counter()
+    try:
+        path = export_model(spec, weights=weights, out=out, force=force)
+    except DpsFastError as e:
+        _fail(str(e))
+    except FileNotFoundError as e:
+        _fail(str(e))
+    _err(f"exported {spec.name} in {time.perf_counter() - t0:.1f} s")
+    typer.echo(str(path))
+
+
+@app.command()
+def info(
+    bundle: str = typer.Argument(..., help="Bundle folder or model name (looked up in the cache)."),
+    weights: Path | None = WEIGHTS,
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Show a bundle's manifest, its validation report and the providers on this machine."""
+    from .bundle import read_bundle
+    from .cache import bundle_dir, weights_key
+    from .errors import DpsFastError
+    from .hashing import sha256_file
+
+    p = Path(bundle)
+    if not (p / "manifest.json").is_file():
+        key = weights_key(sha256_file(weights) if weights else None)
+        p = bundle_dir(bundle, key)
+    try:
+        b = read_bundle(p)
+    except DpsFastError as e:
+        _fail(" ".join(str(e).split()))
+    try:
+        from .engine.session import available_providers
+
+        providers = ", ".join(available_providers())
+    except Exception as e:
+        providers = f"unavailable ({e})"
+    m = b.manifest
+    if as_json:
+        typer.echo(json.dumps(m, indent=2))
+        return
+    typer.echo(f"bundle     {b.path}")
+    typer.echo(f"model      {m['model']} ({m.get('description', '')})")
+    typer.echo(f"head       {m['head']}  reduce {m.get('reduce')}  lpips {m.get('lpips_version')}")
+    typer.echo("taps       " + ", ".join(f"{t['name']}[{t['channels']}]/{t['stride']}"
+                                         for t in m["taps"]))  # fmt: skip
+    typer.echo(f"min size   {m['input']['min_size']}")
+    w = m["weights"]
+    typer.echo(f"weights    {w['source']} {w['name']} sha256 {w['sha256'][:16]}…")
+    typer.echo(f"graphs     {', '.join(m['graphs'])}")
+    ex = m["export"]
+    typer.echo(
+        f"exported   {ex['date']} by dps-fast {ex['dps_fast']}, torch {ex['torch']}, "
+        f"onnx {ex['onnx']}, opset {ex['opset']}"
+    )
+    typer.echo("validation (max |Δ| / relative vs PyTorch, worst per graph):")
+    for role, v in m["validation"]["graphs"].items():
+        worst = max(v["outputs"], key=lambda o: o["rel_diff"])
+        ok = all(o["ok"] for o in v["outputs"])
+        typer.echo(
+            f"  {role:<13} {'ok' if ok else 'FAIL'}  {worst['max_abs_diff']:.3g} / "
+            f"{worst['rel_diff']:.3g}  ({len(v['shapes'])} shapes)"
+        )
+    typer.echo(f"providers  {providers}")
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Fewer rounds and cases."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """Engine vs the PyTorch path (lpips package, channels_last), same weights and inputs."""
+    try:
+        from . import bench as _bench
+    except ImportError as e:
+        _fail(f"bench needs the [export] extra (torch, lpips): {e}")
+    rows = _bench.run_engine_suite(quick=quick)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        typer.echo(_bench.format_table(rows))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+"""Scoring many pairs: decode in threads overlapped with inference, reuse features, keep order.
+
+``score_dirs`` and ``score_pairs`` yield one result record (a dict with the Contracts' columns)
+per pair, in the pairing order whatever the worker count. A pair that cannot be scored (bad
+file, size mismatch, too small) yields a record with ``error`` set; the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine import Engine
+from .io.decode import ImageDecodeError, ResizeSpec, decode_image, parse_resize, resize_image
+from .io.heatmap import heatmap_name, save_heatmap
+from .io.pairing import Pair, list_images, pair_dirs, read_pairs_manifest
+
+Record = dict[str, Any]
+
+# Heatmaps share one fixed scale so they compare across pairs: 0 → black, this and above → white.
+HEATMAP_VMAX = 1.0
+DEFAULT_WINDOW = 64
+DEFAULT_FEATURE_CACHE_BYTES = 512 * 1024 * 1024
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass
+class RunStats:
+    """Counters a run fills in as it goes (the CLI prints them as its summary)."""
+
+    scored: int = 0
+    failed: int = 0
+    skipped: int = 0
+    scores: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        s = np.asarray(self.scores, np.float64)
+        out: dict[str, Any] = {"scored": self.scored, "failed": self.failed}
+        if self.skipped:
+            out["skipped (resume)"] = self.skipped
+        if s.size:
+            out.update(
+                mean=float(s.mean()),
+                std=float(s.std()),
+                median=float(np.median(s)),
+                min=float(s.min()),
+                max=float(s.max()),
+            )
+        return out
+
+
+class _FeatureCache:
+    """LRU of tap features by image key, bounded in bytes: images used by many pairs run once."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._d: OrderedDict[Any, list[np.ndarray]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: Any) -> list[np.ndarray] | None:
+        v = self._d.get(key)
+        if v is not None:
+            self._d.move_to_end(key)
+        return v
+
+    def put(self, key: Any, feats: list[np.ndarray]) -> None:
+        size = sum(f.nbytes for f in feats)
+        if size > self.max_bytes or key in self._d:
+            return
+        self._d[key] = feats
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._d.popitem(last=False)
+            self._bytes -= sum(f.nbytes for f in old)
+
+
+def _to_float(img: np.ndarray) -> np.ndarray:
+    out = img.transpose(2, 0, 1).astype(np.float32)
+    out *= np.float32(1 / 255)
+    return out
+
+
+class _Loader:
+    """Decodes and resizes the images of pairs; one decode per distinct file per window."""
+
+    def __init__(self, resize: ResizeSpec, min_size: tuple[int, int]) -> None:
+        self.resize = resize
+        self.min_size = min_size
+
+    def decode(self, path: Path | None) -> np.ndarray:
+        if path is None:
+            raise ImageDecodeError("no file")
+        hint = None
+        if self.resize.mode == "short-side" and self.resize.n is not None:
+            hint = (self.resize.n, self.resize.n)
+        img = decode_image(path, reduce_to=hint)
+        if self.resize.mode == "short-side" and self.resize.n is not None:
+            from .io.decode import short_side_size
+
+            img = resize_image(img, short_side_size(img.shape[0], img.shape[1], self.resize.n))
+        return img
+
+    def pair_arrays(
+        self, pair: Pair, a_img: np.ndarray, b_img: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.resize.mode == "to-a":
+            b_img = resize_image(b_img, (a_img.shape[0], a_img.shape[1]))
+        ha, wa = a_img.shape[:2]
+        hb, wb = b_img.shape[:2]
+        if (ha, wa) != (hb, wb):
+            raise ValueError(
+                f"size mismatch: a is {ha}×{wa}, b is {hb}×{wb} (H×W); "
+                "use --resize to-a or --resize short-side:N"
+            )
+        mh, mw = self.min_size
+        if ha < mh or wa < mw:
+            raise ValueError(
+                f"image too small: {ha}×{wa} (H×W), this model needs at least {mh}×{mw}"
+            )
+        return _to_float(a_img), _to_float(b_img)
+
+
+@dataclass
+class _Item:
+    index: int
+    pair: Pair
+    a: np.ndarray | None = None
+    b: np.ndarray | None = None
+    error: str = ""
+    per_tap: np.ndarray | None = None
+
+
+def _describe(e: BaseException) -> str:
+    msg = str(e).strip() or type(e).__name__
+    return " ".join(msg.split())
+
+
+class PairScorer:
+    """Scores a list of pairs with one engine: windows decoded ahead in a thread pool."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        resize: str | ResizeSpec = "none",
+        per_layer: bool = False,
+        spatial_dir: str | os.PathLike[str] | None = None,
+        workers: int | None = None,
+        window: int = DEFAULT_WINDOW,
+        feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+    ) -> None:
+        self.engine = engine
+        self.resize = parse_resize(resize) if isinstance(resize, str) else resize
+        self.per_layer = per_layer
+        self.spatial_dir = None if spatial_dir is None else Path(spatial_dir)
+        if self.spatial_dir is not None and not engine.bundle.has_graph("pair_spatial"):
+            raise ValueError(
+                f"--spatial-dir needs an LPIPS-family model; {engine.bundle.model} has no "
+                "spatial map"
+            )
+        if workers is not None and workers < 1:
+            raise ValueError(f"expected workers ≥ 1, got {workers}")
+        self.workers = workers or default_workers()
+        self.window = max(1, window)
+        self.loader = _Loader(self.resize, engine.bundle.min_size)
+        self.cache = _FeatureCache(feature_cache_bytes)
+        self.stats = RunStats()
+        self.taps = engine.tap_names
+
+    # -- decoding ---------------------------------------------------------------------------
+    def _load_window(
+        self, pool: ThreadPoolExecutor, items: list[_Item]
+    ) -> list[tuple[_Item, Future[np.ndarray] | None, Future[np.ndarray] | None]]:
+        decoded: dict[Path, Future[np.ndarray]] = {}
+
+        def submit(p: Path | None) -> Future[np.ndarray] | None:
+            if p is None:
+                return None
+            if p not in decoded:
+                decoded[p] = pool.submit(self.loader.decode, p)
+            return decoded[p]
+
+        return [
+            (it, None, None) if it.error else (it, submit(it.pair.a_path), submit(it.pair.b_path))
+            for it in items
+        ]
+
+    def _finish_loading(
+        self, loaded: list[tuple[_Item, Future[np.ndarray] | None, Future[np.ndarray] | None]]
+    ) -> None:
+        for it, fa, fb in loaded:
+            if it.error:
+                continue
+            try:
+                if fa is None or fb is None:
+                    raise ValueError("no file to decode")
+                a_img = _result(fa, "a")
+                b_img = _result(fb, "b")
+                it.a, it.b = self.loader.pair_arrays(it.pair, a_img, b_img)
+            except (ValueError, OSError) as e:
+                it.error = _describe(e)
+
+    # -- inference --------------------------------------------------------------------------
+    def _features(self, keys: list[Any], arrays: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """Tap features per image, from the cache or computed in batches."""
+        out: list[list[np.ndarray] | None] = [self.cache.get(k) for k in keys]
+        todo = [i for i, f in enumerate(out) if f is None]
+        if todo:
+            batch = np.stack([arrays[i] for i in todo])
+            feats = self.engine.features(batch)
+            for j, i in enumerate(todo):
+                f = [t[j : j + 1] for t in feats]
+                out[i] = f
+                self.cache.put(keys[i], f)
+        return [f for f in out if f is not None]
+
+    def _run_group(self, items: list[_Item]) -> None:
+        """Score pairs of one image size; fills ``per_tap`` (and maps) on each item."""
+        if self.spatial_dir is not None:
+            a = np.stack([it.a for it in items if it.a is not None])
+            b = np.stack([it.b for it in items if it.b is not None])
+            per_tap, maps = self.engine.score(a, b, spatial=True, per_layer=True)
+            for it, p, m in zip(items, per_tap, maps, strict=True):
+                it.per_tap = p
+                path = self.spatial_dir / heatmap_name(it.pair.a, it.pair.b)
+                save_heatmap(m, path, vmax=HEATMAP_VMAX)
+            return
+        if self.engine.device == "cuda":
+            # On a GPU the pair graph keeps features on the device; host round trips cost more
+            # than recomputing a reused image's trunk.
+            a = np.stack([it.a for it in items if it.a is not None])
+            b = np.stack([it.b for it in items if it.b is not None])
+            per_tap = self.engine.score(a, b, per_layer=True)
+            for it, p in zip(items, per_tap, strict=True):
+                it.per_tap = p
+            return
+        keys: list[Any] = []
+        arrays: list[np.ndarray] = []
+        index: dict[Any, int] = {}
+        pairs_idx = []
+        for it in items:
+            ij = []
+            for p, arr in ((it.pair.a_path, it.a), (it.pair.b_path, it.b)):
+                key = (str(p), arr.shape) if arr is not None else None
+                if key not in index:
+                    index[key] = len(keys)
+                    keys.append(key)
+                    arrays.append(arr)  # type: ignore[arg-type]
+                ij.append(index[key])
+            pairs_idx.append(ij)
+        feats = self._features(keys, arrays)
+        fa = [np.concatenate([feats[i][k] for i, _ in pairs_idx]) for k in range(len(self.taps))]
+        fb = [np.concatenate([feats[j][k] for _, j in pairs_idx]) for k in range(len(self.taps))]
+        per_tap = self.engine.per_tap_from_features(fa, fb)
+        for it, p in zip(items, per_tap, strict=True):
+            it.per_tap = p
+
+    def _run_window(self, items: list[_Item]) -> None:
+        groups: dict[tuple[int, ...], list[_Item]] = {}
+        for it in items:
+            if not it.error and it.a is not None:
+                groups.setdefault(it.a.shape, []).append(it)
+        for group in groups.values():
+            h, w = group[0].a.shape[1:]  # type: ignore[union-attr]
+            step = self.engine.batch_len(h, w)
+            for s in range(0, len(group), step):
+                chunk = group[s : s + step]
+                try:
+                    self._run_group(chunk)
+                except (ValueError, OSError, RuntimeError) as e:
+                    for it in chunk:
+                        it.error = f"scoring failed: {_describe(e)}"
+
+    def _record(self, it: _Item) -> Record:
+        rec: Record = {"a": it.pair.a, "b": it.pair.b, "score": None, "error": it.error}
+        if not it.error and it.per_tap is not None:
+            pt = np.asarray(it.per_tap, np.float32)
+            score = float(self.engine.reduce(pt[None])[0])
+            rec["score"] = score
+            self.stats.scored += 1
+            self.stats.scores.append(score)
+            if self.per_layer:
+                for name, v in zip(self.taps, pt, strict=True):
+                    rec[f"tap_{name}"] = float(v)
+        else:
+            if not rec["error"]:
+                rec["error"] = "not scored"
+            self.stats.failed += 1
+            if self.per_layer:
+                for name in self.taps:
+                    rec[f"tap_{name}"] = None
+        if it.pair.id is not None:
+            rec["id"] = it.pair.id
+        return rec
+
+    def run(self, pairs: Iterable[Pair]) -> Iterator[Record]:
+        """Yield one record per pair, in order; decoding of window k+1 overlaps window k."""
+        items = [_Item(i, p, error=p.error) for i, p in enumerate(pairs)]
+        windows = [items[i : i + self.window] for i in range(0, len(items), self.window)]
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="dps-fast-decode") as pool:
+            pending = self._load_window(pool, windows[0]) if windows else []
+            for k in range(len(windows)):
+                current = pending
+                if k + 1 < len(windows):
+                    pending = self._load_window(pool, windows[k + 1])
+                self._finish_loading(current)
+                self._run_window(windows[k])
+                for it in windows[k]:
+                    rec = self._record(it)
+                    it.a = it.b = None
+                    yield rec
+
+    def columns(self, with_id: bool = False) -> list[str]:
+        from .io.results import result_columns
+
+        return result_columns(self.taps if self.per_layer else (), with_id=with_id)
+
+
+def _result(f: Future[np.ndarray], side: str) -> np.ndarray:
+    try:
+        return f.result()
+    except ImageDecodeError as e:
+        raise ValueError(f"{side}: {_describe(e)}") from None
+    except OSError as e:
+        raise ValueError(f"{side}: cannot read: {_describe(e)}") from None
+
+
+def _engine(engine: Engine | None, options: dict[str, Any]) -> Engine:
+    eng_keys = ("model", "device", "precision", "weights", "threads", "batch_size")
+    eng_opts = {k: options.pop(k) for k in eng_keys if k in options}
+    if engine is not None:
+        if eng_opts:
+            raise ValueError(f"pass either engine= or engine options {sorted(eng_opts)}, not both")
+        return engine
+    model = eng_opts.pop("model", "lpips-alex")
+    return Engine(model, **eng_opts)
+
+
+def score_dirs(
+    dir_a: str | os.PathLike[str],
+    dir_b: str | os.PathLike[str],
+    *,
+    engine: Engine | None = None,
+    match: str = "stem",
+    skip: Iterable[tuple[str, str]] = (),
+    **options: Any,
+) -> Iterator[Record]:
+    """Score the image pairs of two folders; yields records in the sorted pairing order.
+
+    Options: ``model``, ``device``, ``precision``, ``weights``, ``threads``, ``batch_size``
+    (or an ``engine``), ``resize``, ``per_layer``, ``spatial_dir``, ``workers``.
+    """
+    pairing = pair_dirs(Path(dir_a), Path(dir_b), match=match)
+    eng = _engine(engine, options)
+    done = set(skip)
+    yield from PairScorer(eng, **options).run(p for p in pairing.pairs if (p.a, p.b) not in done)
+
+
+def score_pairs(
+    manifest: str | os.PathLike[str],
+    *,
+    engine: Engine | None = None,
+    skip: Iterable[tuple[str, str]] = (),
+    **options: Any,
+) -> Iterator[Record]:
+    """Score the pairs listed in a CSV manifest (columns a, b, optional id), in its order."""
+    pairs = read_pairs_manifest(Path(manifest))
+    eng = _engine(engine, options)
+    done = set(skip)
+    yield from PairScorer(eng, **options).run(p for p in pairs if (p.a, p.b) not in done)
+
+
+def distance_matrix(
+    folder: str | os.PathLike[str],
+    *,
+    engine: Engine | None = None,
+    resize: str = "none",
+    workers: int | None = None,
+    **options: Any,
+) -> tuple[np.ndarray, list[str]]:
+    """All-pairs distances of a folder's images (features computed once per image).
+
+    Returns a symmetric float32 [N, N] matrix with a zero diagonal, and the image labels.
+    All images must have one size (after ``resize``): otherwise a ValueError lists the sizes.
+    """
+    root = Path(folder)
+    names = list_images(root) if root.is_dir() else []
+    if not names:
+        raise ValueError(f"no images found in {root}")
+    eng = _engine(engine, options)
+    loader = _Loader(parse_resize(resize), eng.bundle.min_size)
+    with ThreadPoolExecutor(workers or default_workers()) as pool:
+        imgs = list(pool.map(lambda n: loader.decode(root / n), names))
+    sizes = sorted({i.shape[:2] for i in imgs})
+    if len(sizes) > 1:
+        raise ValueError(
+            f"matrix needs images of one size, found {len(sizes)}: "
+            f"{', '.join(f'{h}×{w}' for h, w in sizes[:6])}; use --resize short-side:N on "
+            "images of one aspect ratio, or resize them first"
+        )
+    mh, mw = eng.bundle.min_size
+    if sizes[0][0] < mh or sizes[0][1] < mw:
+        raise ValueError(f"images are {sizes[0][0]}×{sizes[0][1]}, this model needs {mh}×{mw}")
+    batch = np.stack([_to_float(i) for i in imgs])
+    del imgs
+    feats = eng.features(batch)
+    n = len(names)
+    m = np.zeros((n, n), np.float32)
+    for i in range(n - 1):
+        rest = n - i - 1
+        fa = [np.repeat(f[i : i + 1], rest, axis=0) for f in feats]
+        fb = [f[i + 1 :] for f in feats]
+        d = eng.reduce(eng.per_tap_from_features(fa, fb))
+        m[i, i + 1 :] = d
+        m[i + 1 :, i] = d
+    return m, names
