@@ -64,6 +64,7 @@ def test_export_every_model(spec, bundle, weights_file) -> None:
     assert m["input"]["layout"] == "NCHW" and m["input"]["range"] == [0, 1]
     assert m["weights"]["source"] == "file" and len(m["weights"]["sha256"]) == 64
     roles = {"trunk", "head", "pair"} | ({"pair_spatial"} if spec.spatial_supported else set())
+    roles |= {f"{r}@uint8-nhwc" for r in roles - {"head"}}
     assert set(m["graphs"]) == roles
     for role, g in m["graphs"].items():
         assert (path / g["file"]).is_file() and not list(path.glob("*.data"))

@@ -7,6 +7,7 @@ scored, 1 some pairs failed (their rows say why), 2 usage or whole-run errors.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -149,6 +150,7 @@ def _run_scoring(
         )
     except ValueError as e:
         _fail(str(e))
+    with_id = any(p.id is not None for p in pairs)
     done: set[tuple[str, str]] = set()
     if resume and out is not None and out.exists():
         try:
@@ -157,12 +159,11 @@ def _run_scoring(
             msg = " ".join(str(e).split())
             _fail(msg if msg.startswith("cannot resume") else f"cannot resume from {out}: {msg}")
         try:
-            _drop_rows_to_redo(out, scorer.columns(with_id=any(p.id is not None for p in pairs)))
+            _drop_rows_to_redo(out, scorer.columns(with_id=with_id))
         except OSError as e:
             _fail(f"cannot resume from {out}: {e.strerror or e}")
     todo = [p for p in pairs if (p.a, p.b) not in done]
     scorer.stats.skipped = len(pairs) - len(todo)
-    with_id = any(p.id is not None for p in pairs)
     try:
         writer = ResultWriter(out, scorer.columns(with_id=with_id), resume=resume)
     except (OSError, ValueError) as e:
@@ -195,7 +196,6 @@ def _drop_rows_to_redo(out: Path, columns: list[str]) -> None:
     """
     import csv
     import io
-    import os
 
     from .io.results import results_format
 
@@ -462,14 +462,19 @@ def info(
     from .cache import bundle_dir, weights_key
     from .errors import DpsFastError
     from .hashing import sha256_file
+    from .registry import get_model
 
     p = Path(bundle)
-    if not (p / "manifest.json").is_file():
-        key = weights_key(sha256_file(weights) if weights else None)
-        p = bundle_dir(bundle, key)
     try:
+        # A registry name is looked up in the cache; a path is read as it is.
+        is_path = p.exists() or "/" in bundle or os.sep in bundle
+        if not (p / "manifest.json").is_file() and not is_path:
+            name = get_model(bundle).name  # an unknown name: the error lists the valid ones
+            if weights is not None and not weights.is_file():
+                _fail(f"weights file not found: {weights}")
+            p = bundle_dir(name, weights_key(sha256_file(weights) if weights else None))
         b = read_bundle(p)
-    except DpsFastError as e:
+    except (DpsFastError, ValueError) as e:
         _fail(" ".join(str(e).split()))
     try:
         from .engine.session import available_providers

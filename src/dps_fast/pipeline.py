@@ -84,12 +84,6 @@ class _FeatureCache:
             self._bytes -= sum(f.nbytes for f in old)
 
 
-def _to_float(img: np.ndarray) -> np.ndarray:
-    out = img.transpose(2, 0, 1).astype(np.float32)
-    out *= np.float32(1 / 255)
-    return out
-
-
 class _Loader:
     """Decodes and resizes the images of pairs; one decode per distinct file per window."""
 
@@ -127,7 +121,7 @@ class _Loader:
             raise ValueError(
                 f"image too small: {ha}×{wa} (H×W), this model needs at least {mh}×{mw}"
             )
-        return _to_float(a_img), _to_float(b_img)
+        return a_img, b_img  # uint8 HWC: the engine takes 8-bit images as they are
 
 
 @dataclass
@@ -271,7 +265,7 @@ class PairScorer:
             if not it.error and it.a is not None:
                 groups.setdefault(it.a.shape, []).append(it)
         for group in groups.values():
-            h, w = group[0].a.shape[1:]  # type: ignore[union-attr]
+            h, w = group[0].a.shape[:2]  # type: ignore[union-attr]
             step = self.engine.batch_len(h, w)
             for s in range(0, len(group), step):
                 chunk = group[s : s + step]
@@ -411,7 +405,7 @@ def distance_matrix(
     mh, mw = eng.bundle.min_size
     if sizes[0][0] < mh or sizes[0][1] < mw:
         raise ValueError(f"images are {sizes[0][0]}×{sizes[0][1]}, this model needs {mh}×{mw}")
-    batch = np.stack([_to_float(i) for i in imgs])
+    batch = np.stack(imgs)
     del imgs
     feats = eng.features(batch)
     n = len(names)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..bundle import Bundle, read_bundle
 from . import distances
-from .inputs import ImageLike, pair_batches, to_batch
+from .inputs import ImageLike, check_min_size, image_hw, pair_batches, to_batch
 from .session import DEVICES, available_providers, make_session
 
 log = logging.getLogger("dps_fast.engine")
@@ -56,13 +56,17 @@ class Engine:
         self._requested_device = device
         self._lock = threading.Lock()
         self._sessions: dict[str, Any] = {}
-        suffix = "" if precision == "fp32" else f"@{precision}"
-        self._roles = {r: f"{r}{suffix}" for r in ("trunk", "head", "pair", "pair_spatial")}
+        self._suffix = "" if precision == "fp32" else f"@{precision}"
         for r in ("trunk", "pair"):
-            self.bundle.graph_path(self._roles[r])  # precision variant present? (clear error)
+            self.bundle.graph_path(self._key(r))  # precision variant present? (clear error)
+        # uint8 NHWC graph variants (if the bundle has them) take 8-bit inputs as they are.
+        self._u8 = all(
+            self.bundle.has_graph(self._key(r, True)) for r in ("trunk", "pair")
+        ) and (not self.bundle.has_graph("pair_spatial")
+               or self.bundle.has_graph(self._key("pair_spatial", True)))  # fmt: skip
         # Make the small head session now: it settles which device really works.
-        _, self.device = self._session("head")
-        self._providers: list[str] = list(self._sessions[self._roles["head"]][0].get_providers())
+        head_session, self.device = self._session("head")
+        self._providers: list[str] = list(head_session.get_providers())
         log.info(
             "dps-fast engine: model %s, device %s (providers %s), precision %s, bundle %s",
             self.bundle.model,
@@ -78,8 +82,12 @@ class Engine:
         return cls(model, **kwargs)
 
     # -- sessions -------------------------------------------------------------------------
-    def _session(self, role: str) -> tuple[Any, str]:
-        key = self._roles[role]
+    def _key(self, role: str, u8: bool = False) -> str:
+        """Graph role in the bundle: ``pair``, ``pair@fp16``, ``pair@uint8-nhwc`` …"""
+        return f"{role}{self._suffix}{'@uint8-nhwc' if u8 else ''}"
+
+    def _session(self, role: str, u8: bool = False) -> tuple[Any, str]:
+        key = self._key(role, u8)
         s = self._sessions.get(key)
         if s is not None:
             return s
@@ -92,7 +100,8 @@ class Engine:
         return s
 
     def _run(self, role: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        sess, device = self._session(role)
+        u8 = next(iter(feed.values())).dtype == np.uint8
+        sess, device = self._session(role, u8)
         if device != "cuda":
             return list(sess.run(None, feed))
         # CUDA: inputs copied once to the device, graph outputs (scores, maps) bound to host.
@@ -136,9 +145,11 @@ class Engine:
         self, x: ImageLike, *, value_range: tuple[float, float] = (0.0, 1.0)
     ) -> list[np.ndarray]:
         """Tap features of images: a list of K float32 host arrays [N, C_k, h_k, w_k]."""
-        batch = to_batch(x, value_range)
-        self._check_size(batch)
-        step = self.batch_len(*batch.shape[2:])
+        batch = to_batch(x, value_range, keep_uint8=self._u8)
+        if batch.shape[0] == 0:
+            raise ValueError("expected at least one image, got an empty batch")
+        check_min_size(image_hw(batch), self.bundle.min_size)
+        step = self.batch_len(*image_hw(batch))
         parts = [
             self._run("trunk", {"image": batch[i : i + step]})
             for i in range(0, batch.shape[0], step)
@@ -191,11 +202,13 @@ class Engine:
                 f"({self.bundle.head}) has no spatial map"
             )
         ba, bb, n = pair_batches(
-            to_batch(a, value_range), to_batch(b, value_range), self.bundle.min_size
+            to_batch(a, value_range, keep_uint8=self._u8),
+            to_batch(b, value_range, keep_uint8=self._u8),
+            self.bundle.min_size,
         )
         if spatial:
-            self.bundle.graph_path(self._roles["pair_spatial"])  # precision variant? (clear error)
-        h, w = ba.shape[2:]
+            self.bundle.graph_path(self._key("pair_spatial"))  # precision variant? (clear error)
+        h, w = image_hw(ba)
         step = self.batch_len(h, w)
         per_tap = np.empty((n, len(self.bundle.taps)), np.float32)
         maps = np.empty((n, h, w), np.float32) if spatial else None
@@ -252,17 +265,6 @@ class Engine:
     def reduce(self, per_tap: np.ndarray) -> np.ndarray:
         """Scores (N,) from per-tap values: sum (LPIPS, DISTS) or mean (DPS) over taps."""
         return distances.reduce_taps(per_tap, self.bundle.reduce)
-
-    def _check_size(self, batch: np.ndarray) -> None:
-        mh, mw = self.bundle.min_size
-        h, w = batch.shape[2:]
-        if h < mh or w < mw:
-            raise ValueError(
-                f"expected images of at least {mh}×{mw} (H×W) for this model, got {h}×{w}; "
-                "upscale them or choose another model"
-            )
-        if batch.shape[0] == 0:
-            raise ValueError("expected at least one image, got an empty batch")
 
     def __repr__(self) -> str:
         return (

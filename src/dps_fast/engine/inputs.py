@@ -37,7 +37,8 @@ def _channels_fix(arr: np.ndarray, axis: int, what: str) -> np.ndarray:
     )
 
 
-def _from_uint8(arr: np.ndarray) -> np.ndarray:
+def _uint8_nhwc(arr: np.ndarray) -> np.ndarray:
+    """uint8 images → C-contiguous uint8 (N, H, W, 3)."""
     if arr.ndim == 2:
         arr = arr[None, :, :, None]
     elif arr.ndim == 3:
@@ -47,9 +48,27 @@ def _from_uint8(arr: np.ndarray) -> np.ndarray:
             f"expected uint8 images as (H, W, 3) or (N, H, W, 3), got shape {arr.shape}"
         )
     arr = _channels_fix(arr, 3, "a uint8 (N, H, W, C) array")
-    out = arr.transpose(0, 3, 1, 2).astype(np.float32)
+    return np.ascontiguousarray(arr)
+
+
+def nhwc_to_float(u8: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) → float32 (N, 3, H, W) in [0, 1]: ``u * float32(1 / 255)``.
+
+    The ``@uint8-nhwc`` graphs do exactly this inside the graph, so both paths agree.
+    """
+    out = u8.transpose(0, 3, 1, 2).astype(np.float32)
     out *= np.float32(1 / 255)
     return out
+
+
+def image_hw(batch: np.ndarray) -> tuple[int, int]:
+    """(H, W) of a batch: uint8 batches are NHWC, float batches NCHW."""
+    h, w = batch.shape[1:3] if batch.dtype == np.uint8 else batch.shape[2:4]
+    return int(h), int(w)
+
+
+def as_float(batch: np.ndarray) -> np.ndarray:
+    return nhwc_to_float(batch) if batch.dtype == np.uint8 else batch
 
 
 def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
@@ -68,14 +87,15 @@ def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray
         )
     arr = _channels_fix(arr, 1, "a float (N, C, H, W) array")
     arr = np.asarray(arr, dtype=np.float32)
-    if arr.size and not np.isfinite(arr).all():
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"expected finite pixel values, got {bad} NaN/Inf values")
     lo, hi = float(value_range[0]), float(value_range[1])
     if not hi > lo:
         raise ValueError(f"expected value_range (low, high) with low < high, got {value_range}")
     if arr.size:
+        # min and max also reveal NaN/Inf: one pass each instead of a separate isfinite pass.
         mn, mx = float(arr.min()), float(arr.max())
+        if not (np.isfinite(mn) and np.isfinite(mx)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(f"expected finite pixel values, got {bad} NaN/Inf values")
         tol = 1e-6 * (hi - lo)
         if mn < lo - tol or mx > hi + tol:
             raise ValueError(
@@ -88,25 +108,35 @@ def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def to_batch(x: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-    """Any supported input → float32 (N, 3, H, W) in [0, 1], C-contiguous."""
+def to_batch(
+    x: ImageLike, value_range: tuple[float, float] = (0.0, 1.0), *, keep_uint8: bool = False
+) -> np.ndarray:
+    """Any supported input → float32 (N, 3, H, W) in [0, 1], C-contiguous.
+
+    With ``keep_uint8``, inputs that are 8-bit anyway (uint8 arrays, PIL images, files) stay
+    uint8 (N, H, W, 3) for the engine's ``@uint8-nhwc`` graphs.
+    """
     if _is_single_item(x):
-        return _from_uint8(_decode(x))
+        u8 = _uint8_nhwc(_decode(x))
+        return u8 if keep_uint8 else nhwc_to_float(u8)
     if isinstance(x, list | tuple):
         if len(x) == 0:
             raise ValueError("expected at least one image, got an empty list")
         if any(_is_single_item(i) or isinstance(i, np.ndarray) for i in x):
-            parts = [to_batch(i, value_range) for i in x]
-            shapes = {p.shape[1:] for p in parts}
-            if len(shapes) > 1:
+            parts = [to_batch(i, value_range, keep_uint8=keep_uint8) for i in x]
+            if len({p.dtype for p in parts}) > 1:
+                parts = [as_float(p) for p in parts]
+            sizes = {image_hw(p) for p in parts}
+            if len(sizes) > 1:
                 raise ValueError(
-                    "expected images of one size in a list, got sizes "
-                    f"{sorted((s[1], s[2]) for s in shapes)}; resize them or score them apart"
+                    f"expected images of one size in a list, got sizes (H, W) {sorted(sizes)}; "
+                    "resize them or score them apart"
                 )
             return np.concatenate(parts)
     arr = np.asarray(x)
     if arr.dtype == np.uint8:
-        return np.ascontiguousarray(_from_uint8(arr))
+        u8 = _uint8_nhwc(arr)
+        return u8 if keep_uint8 else nhwc_to_float(u8)
     if arr.dtype.kind == "f":
         return _from_float(arr, value_range)
     if arr.dtype == np.bool_ or arr.dtype.kind in "iu":
@@ -119,24 +149,35 @@ def to_batch(x: ImageLike, value_range: tuple[float, float] = (0.0, 1.0)) -> np.
     )
 
 
-def pair_batches(
-    a: np.ndarray, b: np.ndarray, min_size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Check a pair of batches (sizes, counts, minimum) and return (a, b, N)."""
-    na, nb = a.shape[0], b.shape[0]
-    if na == 0 or nb == 0:
-        raise ValueError("expected at least one image on each side, got an empty batch")
-    if a.shape[2:] != b.shape[2:]:
-        raise ValueError(
-            f"expected images of the same size in a pair, got a {a.shape[2]}×{a.shape[3]} "
-            f"(H×W) and b {b.shape[2]}×{b.shape[3]}; resize one (the choice of how is yours)"
-        )
-    h, w = a.shape[2:]
+def check_min_size(hw: tuple[int, int], min_size: tuple[int, int]) -> None:
+    """Refuse images below the model's minimum: ONNX Runtime may crash the process on them."""
+    h, w = hw
     if h < min_size[0] or w < min_size[1]:
         raise ValueError(
             f"expected images of at least {min_size[0]}×{min_size[1]} (H×W) for this model, "
             f"got {h}×{w}; upscale them or choose another model"
         )
+
+
+def pair_batches(
+    a: np.ndarray, b: np.ndarray, min_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Check a pair of batches (sizes, counts, minimum) and return (a, b, N).
+
+    A uint8 NHWC side next to a float side is converted, so both share one layout.
+    """
+    if a.dtype != b.dtype:
+        a, b = as_float(a), as_float(b)
+    na, nb = a.shape[0], b.shape[0]
+    if na == 0 or nb == 0:
+        raise ValueError("expected at least one image on each side, got an empty batch")
+    (ha, wa), (hb, wb) = image_hw(a), image_hw(b)
+    if (ha, wa) != (hb, wb):
+        raise ValueError(
+            f"expected images of the same size in a pair, got a {ha}×{wa} (H×W) and "
+            f"b {hb}×{wb}; resize one (the choice of how is yours)"
+        )
+    check_min_size((ha, wa), min_size)
     if na != nb and na != 1 and nb != 1:
         raise ValueError(
             f"expected batches of equal size or one side with a single image (1-vs-N), "

@@ -22,7 +22,7 @@ from ..errors import OutputValidationError, UnknownModelError
 from ..registry import ModelSpec, Tap, get_model
 from ..samples import distortion_pairs
 from . import validate
-from .modules import Head, PairGraph, build_trunk
+from .modules import Head, PairGraph, Uint8Input, build_trunk
 from .weights import (
     WeightsSource,
     build_backbone,
@@ -35,6 +35,7 @@ from .weights import (
 
 log = logging.getLogger("dps_fast.export")
 OPSET = 17
+U8 = "@uint8-nhwc"  # graph variant: uint8 NHWC input, 4× fewer bytes to move
 PROBE_SIZE = 224
 
 
@@ -91,6 +92,8 @@ def _export(
     outputs: list[str],
     dyn: dict[str, dict[int, str]],
 ) -> None:
+    if module.training:
+        raise RuntimeError("internal: graphs must be exported in eval mode (BatchNorm, dropout)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -192,59 +195,47 @@ def export_model(
         tmp = Path(td)
         side = max(64, min_side)
         ex = torch.rand(2, 3, side, side)
-        _export(
-            trunk,
-            (ex,),
-            tmp / "trunk.onnx",
-            ["image"],
-            tap_out,
-            {"image": nchw, **{n: {0: "N", 2: f"h{i}", 3: f"w{i}"} for i, n in enumerate(tap_out)}},
-        )
-        graphs["trunk"] = {"file": "trunk.onnx", "inputs": ["image"], "outputs": tap_out}
+        h_in = [f"a_tap{i}" for i in range(k)] + [f"b_tap{i}" for i in range(k)]
         with torch.inference_mode():
             feats = trunk(ex)
-        h_in = [f"a_tap{i}" for i in range(k)] + [f"b_tap{i}" for i in range(k)]
-        h_dyn = {n: {0: "N", 2: f"h{i % k}", 3: f"w{i % k}"} for i, n in enumerate(h_in)}
-        _export(
-            head,
-            tuple(feats) + tuple(torch.rand_like(f) for f in feats),
-            tmp / "head.onnx",
-            h_in,
-            ["per_tap"],
-            {**h_dyn, "per_tap": {0: "N"}},
-        )
-        graphs["head"] = {"file": "head.onnx", "inputs": h_in, "outputs": ["per_tap"]}
-        _export(
-            pair,
-            (ex, torch.rand_like(ex)),
-            tmp / "pair.onnx",
-            ["a", "b"],
-            ["per_tap"],
-            {"a": nchw, "b": nchw, "per_tap": {0: "N"}},
-        )
-        graphs["pair"] = {"file": "pair.onnx", "inputs": ["a", "b"], "outputs": ["per_tap"]}
+        ex_u8 = (ex * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        tap_dyn = {n: {0: "N", 2: f"h{i}", 3: f"w{i}"} for i, n in enumerate(tap_out)}
+        nhwc = {0: "N", 1: "H", 2: "W"}
+        # role → (module, example args, inputs, outputs, dynamic axes, is_score)
+        specs: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], list[str],
+                          dict[str, dict[int, str]], bool]] = [
+            ("trunk", trunk, (ex,), ["image"], tap_out, {"image": nchw, **tap_dyn}, False),
+            ("head", head, tuple(feats) + tuple(torch.rand_like(f) for f in feats), h_in,
+             ["per_tap"], {**{n: {0: "N", 2: f"h{i % k}", 3: f"w{i % k}"}
+                              for i, n in enumerate(h_in)}, "per_tap": {0: "N"}}, True),
+            ("pair", pair, (ex, torch.rand_like(ex)), ["a", "b"], ["per_tap"],
+             {"a": nchw, "b": nchw, "per_tap": {0: "N"}}, True),
+            (f"trunk{U8}", Uint8Input(trunk), (ex_u8,), ["image"], tap_out,
+             {"image": nhwc, **tap_dyn}, False),
+            (f"pair{U8}", Uint8Input(pair), (ex_u8, ex_u8), ["a", "b"], ["per_tap"],
+             {"a": nhwc, "b": nhwc, "per_tap": {0: "N"}}, True),
+        ]  # fmt: skip
         if pair_sp is not None:
-            _export(
-                pair_sp,
-                (ex, torch.rand_like(ex)),
-                tmp / "pair_spatial.onnx",
-                ["a", "b"],
-                ["per_tap", "map"],
-                {"a": nchw, "b": nchw, "per_tap": {0: "N"}, "map": nchw},
-            )
-            graphs["pair_spatial"] = {
-                "file": "pair_spatial.onnx",
-                "inputs": ["a", "b"],
-                "outputs": ["per_tap", "map"],
-            }
+            specs += [
+                ("pair_spatial", pair_sp, (ex, torch.rand_like(ex)), ["a", "b"],
+                 ["per_tap", "map"], {"a": nchw, "b": nchw, "per_tap": {0: "N"}, "map": nchw},
+                 True),
+                (f"pair_spatial{U8}", Uint8Input(pair_sp), (ex_u8, ex_u8), ["a", "b"],
+                 ["per_tap", "map"], {"a": nhwc, "b": nhwc, "per_tap": {0: "N"}, "map": nchw},
+                 True),
+            ]  # fmt: skip
 
-        # Validation: two shapes, one odd and non-square; pairs from tiny to large distances.
+        # Validation inputs: two shapes, one odd and non-square; distances tiny to large.
         shapes = [(side, side), (max(97, min_side), max(131, min_side))]
         pair_feeds = []
         for j, (h, w) in enumerate(shapes):
             a, b = distortion_pairs(4, h, w, seed=100 + j)
             pair_feeds.append({"a": a, "b": b})
-        trunk_feeds = [{"image": np.concatenate([pf["a"], pf["b"]])} for pf in pair_feeds]
+        u8_feeds = [
+            {n: (v * 255).round().astype(np.uint8).transpose(0, 2, 3, 1).copy()
+             for n, v in pf.items()}
+            for pf in pair_feeds
+        ]  # fmt: skip
         head_feeds = []
         for pf in pair_feeds:
             with torch.inference_mode():
@@ -253,17 +244,23 @@ def export_model(
             head_feeds.append(
                 {n: t.numpy() for n, t in zip(h_in, list(fa) + list(fb), strict=True)}
             )
-        plan = [
-            ("trunk", trunk, trunk_feeds, tap_out, False),
-            ("head", head, head_feeds, ["per_tap"], True),
-            ("pair", pair, pair_feeds, ["per_tap"], True),
-        ]
-        if pair_sp is not None:
-            plan.append(("pair_spatial", pair_sp, pair_feeds, ["per_tap", "map"], True))
-        for role, mod, feeds, outs, is_score in plan:
-            checks = validate.run_checks(
-                role, tmp / graphs[role]["file"], mod, feeds, outs, is_score=is_score
-            )
+        feeds_by_role = {
+            "trunk": [{"image": np.concatenate([pf["a"], pf["b"]])} for pf in pair_feeds],
+            "head": head_feeds,
+            "pair": pair_feeds,
+            "pair_spatial": pair_feeds,
+            f"trunk{U8}": [{"image": np.concatenate([uf["a"], uf["b"]])} for uf in u8_feeds],
+            f"pair{U8}": u8_feeds,
+            f"pair_spatial{U8}": u8_feeds,
+        }
+        for role, mod, args, ins, outs, dyn, is_score in specs:
+            fname = role.replace("@", "_") + ".onnx"
+            _export(mod, args, tmp / fname, ins, outs, dyn)
+            graphs[role] = {"file": fname, "inputs": ins, "outputs": outs,
+                            "input_dtype": str(args[0].dtype).replace("torch.", ""),
+                            "input_layout": "NHWC" if role.endswith(U8) else "NCHW"}  # fmt: skip
+            feeds = feeds_by_role[role]
+            checks = validate.run_checks(role, tmp / fname, mod, feeds, outs, is_score=is_score)
             validation[role] = {
                 "shapes": [[list(v.shape) for v in f.values()] for f in feeds],
                 "outputs": [c.to_dict() for c in checks],

@@ -251,3 +251,21 @@ class PairGraph(nn.Module):
             assert m is not None
             return per_tap, m
         return (per_tap,)
+
+
+class Uint8Input(nn.Module):
+    """Wraps a graph so it takes uint8 NHWC images: ``x.permute(0, 3, 1, 2) * (1 / 255)``.
+
+    Decoded images are uint8 HWC anyway; this moves 4× fewer bytes (to a GPU, or through the
+    pipeline) and does the conversion inside the graph, exactly as the host would.
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.eval()  # export restores the wrapper's mode on every submodule: keep it eval
+
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scale = torch.tensor(1.0 / 255.0, dtype=torch.float32)
+        out = self.inner(*[x.permute(0, 3, 1, 2).to(torch.float32) * scale for x in xs])
+        return out if isinstance(out, tuple) else (out,)
