@@ -707,11 +707,6 @@ def test_export_unknown_tap(weights_file) -> None:
     assert "'layr2' (close:" in err and "resnet18" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export/exporter.py checks taps against get_graph_node_names only: module names "
-    "such as 'layer1' are valid taps but reported as missing, and 'layer2' is not suggested",
-)
 def test_export_unknown_tap_names_only_the_bad_one(weights_file) -> None:
     res = cli(
         "export", "dps", "--arch", "resnet18", "--taps", "layer1,layr2",

@@ -19,6 +19,7 @@ log = logging.getLogger("dps_fast.engine")
 PRECISIONS = ("fp32", "fp16", "int8")
 # Pixels (per side of a pair) in one batch: bounds memory whatever the image size.
 DEFAULT_PIXEL_BUDGET = 4 * 512 * 512
+DEFAULT_PIXEL_BUDGET_CUDA = 16 * 1024 * 1024  # GPUs want big batches; memory allows them
 DEFAULT_MAX_BATCH = 32
 
 
@@ -138,7 +139,8 @@ class Engine:
     def batch_len(self, h: int, w: int) -> int:
         """Pairs per batch at this size: ``batch_size`` capped by the pixel budget."""
         cap = self.batch_size or DEFAULT_MAX_BATCH
-        return max(1, min(cap, DEFAULT_PIXEL_BUDGET // max(1, h * w)))
+        budget = DEFAULT_PIXEL_BUDGET_CUDA if self.device == "cuda" else DEFAULT_PIXEL_BUDGET
+        return max(1, min(cap, budget // max(1, h * w)))
 
     # -- public API -----------------------------------------------------------------------
     def features(

@@ -7,6 +7,7 @@ back to CPU when the CUDA provider fails to load, and a silent CPU run is a lie 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,22 @@ def session_options(threads: int | None) -> Any:
     return so
 
 
+CUDNN_ALGO_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
+
+
 def _cuda_options() -> dict[str, str]:
-    return {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": "1"}
+    """CUDA provider options; ``DPS_FAST_CUDNN_ALGO_SEARCH`` picks cuDNN's algorithm search.
+
+    HEURISTIC (default) costs nothing per new input shape; EXHAUSTIVE benchmarks every
+    convolution for each new shape (slow first batches, sometimes faster steady state).
+    """
+    algo = os.environ.get("DPS_FAST_CUDNN_ALGO_SEARCH", "HEURISTIC").upper()
+    if algo not in CUDNN_ALGO_SEARCH:
+        raise ValueError(
+            f"expected DPS_FAST_CUDNN_ALGO_SEARCH one of {', '.join(CUDNN_ALGO_SEARCH)}, "
+            f"got {algo!r}"
+        )
+    return {"cudnn_conv_algo_search": algo, "do_copy_in_default_stream": "1"}
 
 
 def make_session(path: Path, device: str, threads: int | None) -> tuple[Any, str]:

@@ -45,17 +45,19 @@ def _make_trunk(spec: ModelSpec, backbone: nn.Module) -> nn.Module:
     except (ValueError, KeyError, AttributeError, IndexError) as e:
         if spec.head != "dps":
             raise
+        import difflib
+
         from torchvision.models.feature_extraction import get_graph_node_names
 
         _, nodes = get_graph_node_names(backbone)
-        import difflib
-
-        bad = [t for t in spec.tap_names if t not in nodes]
+        # A module's name is a valid tap too (its output): check both, suggest both.
+        names = list(dict.fromkeys([*nodes, *(n for n, _ in backbone.named_modules() if n)]))
+        bad = [t for t in spec.tap_names if t not in names]
         if not bad:
             raise
         hints = []
         for t in bad:
-            close = difflib.get_close_matches(t, nodes, n=5, cutoff=0.4)
+            close = difflib.get_close_matches(t, names, n=5, cutoff=0.4)
             hints.append(f"{t!r} (close: {', '.join(close) if close else 'none'})")
         raise UnknownModelError(
             f"{spec.arch} has no node named {'; '.join(hints)}. Tap names are torchvision "
