@@ -139,7 +139,7 @@ def _run_scoring(
     options: dict[str, Any],
     notes: list[str],
 ) -> int:
-    from .io.results import ResultWriter, read_done_keys, write_meta
+    from .io.results import ResultWriter, drop_rows_to_redo, read_done_keys, write_meta
     from .pipeline import PairScorer
 
     if resume and out is None:
@@ -159,7 +159,7 @@ def _run_scoring(
             msg = " ".join(str(e).split())
             _fail(msg if msg.startswith("cannot resume") else f"cannot resume from {out}: {msg}")
         try:
-            _drop_rows_to_redo(out, scorer.columns(with_id=with_id))
+            drop_rows_to_redo(out, scorer.columns(with_id=with_id))
         except OSError as e:
             _fail(f"cannot resume from {out}: {e.strerror or e}")
     todo = [p for p in pairs if (p.a, p.b) not in done]
@@ -186,60 +186,6 @@ def _run_scoring(
     if out is not None:
         write_meta(out, {**prov, "summary": summary})
     return 1 if scorer.stats.failed else 0
-
-
-def _drop_rows_to_redo(out: Path, columns: list[str]) -> None:
-    """Before a resume appends, remove the rows it will write again (rows with an error, and
-    repeats of a key), so that every pair ends up with one row. The file is rewritten
-    atomically, and only when there is such a row; a CSV whose header is not this run's is left
-    alone (the writer refuses it). A cut-off last line is left to the writer to cut.
-    """
-    import csv
-    import io
-
-    from .io.results import results_format
-
-    raw = out.read_bytes()
-    text = raw[: raw.rfind(b"\n") + 1].decode("utf-8", "surrogateescape")
-    seen: set[tuple[str, str]] = set()
-    dropped = 0
-    if results_format(out) == "csv":
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-        if not rows or rows[0] != columns:
-            return
-        kept_rows = [rows[0]]
-        for row in rows[1:]:
-            r = dict(zip(columns, row, strict=False))
-            key = (r.get("a", ""), r.get("b", ""))
-            if r.get("error") or not r.get("score") or key in seen:
-                dropped += 1
-                continue
-            seen.add(key)
-            kept_rows.append(row)
-        buf = io.StringIO(newline="")
-        csv.writer(buf, lineterminator="\n").writerows(kept_rows)
-        new_text = buf.getvalue()
-    else:
-        kept_lines = []
-        for line in text.split("\n"):
-            if not line.strip():
-                continue
-            obj = json.loads(line)  # read_done_keys has checked every complete line
-            key = (str(obj["a"]), str(obj["b"]))
-            if obj.get("error") or obj.get("score") is None or key in seen:
-                dropped += 1
-                continue
-            seen.add(key)
-            kept_lines.append(line + "\n")
-        new_text = "".join(kept_lines)
-    if not dropped:
-        return
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.resume.tmp")
-    try:
-        tmp.write_bytes(new_text.encode("utf-8", "surrogateescape"))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _print_summary(summary: dict[str, Any], prov: dict[str, Any]) -> None:
