@@ -118,6 +118,27 @@ def test_custom_dps_export(tmp_path, weights_file) -> None:
     ]
 
 
+def test_fp16_variants(tmp_path, weights_file) -> None:
+    """--fp16 adds float16 trunks (heads stay float32), validated against float32 PyTorch."""
+    from dps_fast import Engine
+
+    path = export_model(
+        "lpips-squeeze", weights=weights_file("squeezenet1_1"), out=tmp_path / "b", fp16=True
+    )
+    m = read_bundle(path).manifest
+    for role in ("trunk", "pair", "pair_spatial"):
+        for u8 in ("", "@uint8-nhwc"):
+            r = f"{role}@fp16{u8}"
+            assert r in m["graphs"], r
+            assert all(o["ok"] for o in m["validation"]["graphs"][r]["outputs"])
+            rels = [o["rel_diff"] for o in m["validation"]["graphs"][r]["outputs"]]
+            assert max(rels) <= 1e-2
+    a, b = distortion_pairs(8, 97, 131, seed=11)
+    s32 = Engine(path, device="cpu").score(a, b)
+    s16 = Engine(path, device="cpu", precision="fp16").score(a, b)
+    assert float(np.abs(s16 - s32).max() / np.abs(s32).max()) <= 1e-2
+
+
 def test_export_to_cache_uses_weights_key(weights_file) -> None:
     from dps_fast.cache import bundle_dir
     from dps_fast.hashing import sha256_file

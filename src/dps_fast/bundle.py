@@ -79,9 +79,10 @@ class Bundle:
     def graph_path(self, role: str) -> Path:
         graphs = self.manifest["graphs"]
         if role not in graphs:
+            flag = " --fp16" if "@fp16" in role else ""
             raise BundleError(
                 f"bundle {self.path} has no {role!r} graph (it has: {', '.join(graphs)}); "
-                f"re-export with a dps-fast that makes it: dps-fast export {self.model} --force"
+                f"re-export it with that variant: dps-fast export {self.model}{flag} --force"
             )
         return self.path / graphs[role]["file"]
 

@@ -366,6 +366,7 @@ def export(
     arch: str | None = typer.Option(None, "--arch", help="torchvision architecture (dps)."),
     taps: str | None = typer.Option(None, "--taps", help="Comma-separated node names (dps)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing bundle."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also make float16 graph variants (GPU)."),
 ) -> None:
     """Export a model to a validated ONNX bundle (needs the [export] extra)."""
     from .errors import DpsFastError
@@ -388,7 +389,7 @@ def export(
         _fail(f"export needs PyTorch: pip install 'dps-fast[export]' ({e})")
     t0 = time.perf_counter()
     try:
-        path = export_model(spec, weights=weights, out=out, force=force)
+        path = export_model(spec, weights=weights, out=out, force=force, fp16=fp16)
     except DpsFastError as e:
         _fail(str(e))
     except FileNotFoundError as e:

@@ -26,13 +26,18 @@ def _torch_available() -> bool:
     return True
 
 
-def export_command(model: str, weights: str | os.PathLike[str] | None) -> str:
+def export_command(
+    model: str, weights: str | os.PathLike[str] | None, precision: str = "fp32"
+) -> str:
     w = f" --weights {weights}" if weights is not None else ""
-    return f"dps-fast export {model}{w}"
+    return f"dps-fast export {model}{w}{' --fp16' if precision == 'fp16' else ''}"
 
 
 def resolve_bundle(
-    model: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None
+    model: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    precision: str = "fp32",
 ) -> Path:
     """Path of the bundle for ``model`` (a bundle folder or a registry name) and ``weights``."""
     p = Path(model)
@@ -63,10 +68,10 @@ def resolve_bundle(
         raise BundleNotFoundError(
             f"no bundle for {spec.name} ({key}) in the cache at {dest}, and PyTorch is not "
             f"installed here to make one. Make it where PyTorch is (pip install "
-            f"'dps-fast[export]') with `{export_command(spec.name, weights)}`, then copy the "
-            f"folder to {dest} or pass the bundle folder as the model."
+            f"'dps-fast[export]') with `{export_command(spec.name, weights, precision)}`, "
+            f"then copy the folder to {dest} or pass the bundle folder as the model."
         )
     from .export import export_model
 
     log.info("no cached bundle for %s (%s): exporting it now", spec.name, key)
-    return export_model(spec, weights=weights, out=dest, force=True)
+    return export_model(spec, weights=weights, out=dest, force=True, fp16=precision == "fp16")

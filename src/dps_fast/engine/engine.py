@@ -50,7 +50,7 @@ class Engine:
             )
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"expected batch_size a positive int or None, got {batch_size!r}")
-        self.bundle: Bundle = read_bundle(resolve_bundle(model, weights))
+        self.bundle: Bundle = read_bundle(resolve_bundle(model, weights, precision=precision))
         self.precision = precision
         self.threads = threads
         self.batch_size = batch_size
@@ -85,7 +85,8 @@ class Engine:
     # -- sessions -------------------------------------------------------------------------
     def _key(self, role: str, u8: bool = False) -> str:
         """Graph role in the bundle: ``pair``, ``pair@fp16``, ``pair@uint8-nhwc`` …"""
-        return f"{role}{self._suffix}{'@uint8-nhwc' if u8 else ''}"
+        suffix = "" if role == "head" else self._suffix  # heads always run in float32
+        return f"{role}{suffix}{'@uint8-nhwc' if u8 else ''}"
 
     def _session(self, role: str, u8: bool = False) -> tuple[Any, str]:
         key = self._key(role, u8)

@@ -22,7 +22,7 @@ from ..errors import OutputValidationError, UnknownModelError
 from ..registry import ModelSpec, Tap, get_model
 from ..samples import distortion_pairs
 from . import validate
-from .modules import Head, PairGraph, Uint8Input, build_trunk
+from .modules import HalfTrunk, Head, PairGraph, Uint8Input, build_trunk
 from .weights import (
     WeightsSource,
     build_backbone,
@@ -131,13 +131,16 @@ def export_model(
     weights: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     force: bool = False,
+    fp16: bool = False,
 ) -> Path:
     """Export ``model`` to a bundle and return its folder.
 
     ``weights``: a torchvision-format state dict (``.pth``/``.safetensors``); None takes
     torchvision's IMAGENET1K_V1 through its own download and cache. ``out``: the bundle folder;
-    None puts it in the cache under the weights key. Raises OutputValidationError listing every
-    graph output that disagrees with PyTorch beyond tolerance.
+    None puts it in the cache under the weights key. ``fp16`` adds ``@fp16`` variants (trunk
+    in float16, heads in float32) validated against the float32 PyTorch modules.
+    Raises OutputValidationError listing every graph output that disagrees with PyTorch
+    beyond tolerance.
     """
     spec = get_model(model) if isinstance(model, str) else model
     if out is not None:
@@ -227,6 +230,29 @@ def export_model(
                  True),
             ]  # fmt: skip
 
+        # role → the float32 module its outputs are checked against (fp16 variants: relative 1e-2)
+        reference = {r: m for r, m, *_ in specs}
+        if fp16:
+            half = HalfTrunk(trunk)
+            pair16 = PairGraph(half, head).eval()
+            f16: list[tuple[str, nn.Module, str]] = [
+                ("trunk@fp16", half, "trunk"),
+                ("pair@fp16", pair16, "pair"),
+                (f"trunk@fp16{U8}", Uint8Input(half), f"trunk{U8}"),
+                (f"pair@fp16{U8}", Uint8Input(pair16), f"pair{U8}"),
+            ]
+            if pair_sp is not None:
+                sp16 = PairGraph(half, pair_sp.head).eval()
+                f16 += [
+                    ("pair_spatial@fp16", sp16, "pair_spatial"),
+                    (f"pair_spatial@fp16{U8}", Uint8Input(sp16), f"pair_spatial{U8}"),
+                ]
+            by_role = {sp[0]: sp for sp in specs}
+            for role, mod, base in f16:
+                _, _, args, ins, outs, dyn, is_score = by_role[base]
+                specs.append((role, mod, args, ins, outs, dyn, is_score))
+                reference[role] = reference[base]
+
         # Validation inputs: two shapes, one odd and non-square; distances tiny to large.
         shapes = [(side, side), (max(97, min_side), max(131, min_side))]
         pair_feeds = []
@@ -257,12 +283,16 @@ def export_model(
         }
         for role, mod, args, ins, outs, dyn, is_score in specs:
             fname = role.replace("@", "_") + ".onnx"
+            base_role = role.replace("@fp16", "")
             _export(mod, args, tmp / fname, ins, outs, dyn)
             graphs[role] = {"file": fname, "inputs": ins, "outputs": outs,
                             "input_dtype": str(args[0].dtype).replace("torch.", ""),
                             "input_layout": "NHWC" if role.endswith(U8) else "NCHW"}  # fmt: skip
-            feeds = feeds_by_role[role]
-            checks = validate.run_checks(role, tmp / fname, mod, feeds, outs, is_score=is_score)
+            feeds = feeds_by_role[base_role]
+            checks = validate.run_checks(
+                role, tmp / fname, reference[role], feeds, outs, is_score=is_score,
+                fp16="@fp16" in role,
+            )  # fmt: skip
             validation[role] = {
                 "shapes": [[list(v.shape) for v in f.values()] for f in feeds],
                 "outputs": [c.to_dict() for c in checks],
@@ -296,6 +326,7 @@ def export_model(
                     "trunk_rel": validate.TRUNK_REL_TOL,
                     "score_abs": validate.SCORE_ABS_TOL,
                     "score_rel": validate.SCORE_REL_TOL,
+                    "fp16_rel": validate.FP16_REL_TOL,
                 },
                 "graphs": validation,
             },

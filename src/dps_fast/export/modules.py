@@ -269,3 +269,21 @@ class Uint8Input(nn.Module):
         scale = torch.tensor(1.0 / 255.0, dtype=torch.float32)
         out = self.inner(*[x.permute(0, 3, 1, 2).to(torch.float32) * scale for x in xs])
         return out if isinstance(out, tuple) else (out,)
+
+
+class HalfTrunk(nn.Module):
+    """The trunk in float16 with float32 input and outputs (the ``@fp16`` graph variants).
+
+    Only the convolutions run in half precision; heads stay float32 (LPIPS' 1e-10 epsilon and
+    DISTS' 1e-6 constants underflow in float16).
+    """
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        import copy
+
+        self.trunk = copy.deepcopy(trunk).half()
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(o.to(torch.float32) for o in self.trunk(x.to(torch.float16)))
