@@ -81,7 +81,7 @@ def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def bench_case(net, h, w, n, eng, weights, dev, tdev, sync, args) -> dict:
+def bench_case(net, h, w, n, eng, eng16, weights, dev, tdev, sync, args) -> dict:
     """pairs/s of each contender on one case, interleaved."""
     import onnxruntime as ort
 
@@ -116,21 +116,15 @@ def bench_case(net, h, w, n, eng, weights, dev, tdev, sync, args) -> dict:
         "engine u8 host": lambda: timed(lambda: eng.score(a8, b8), lambda: None),
         "engine f32 on-device": lambda: timed(on_device, io.synchronize_outputs),
     }
-    if dev == "cuda":
-        # cuDNN algorithm search, measured: the same graph and inputs, other session options.
-        for algo in ("EXHAUSTIVE", "DEFAULT"):
-            s2 = ort.InferenceSession(
-                str(eng.bundle.graph_path("pair")),
-                providers=[("CUDAExecutionProvider", {"cudnn_conv_algo_search": algo})],
-            )
-            io2 = s2.io_binding()
-            io2.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, dev, 0))
-            io2.bind_ortvalue_input("b", ort.OrtValue.ortvalue_from_numpy(b, dev, 0))
-            io2.bind_output("per_tap", dev)
-            contenders[f"on-device {algo}"] = (
-                lambda s2=s2, io2=io2: timed(lambda: s2.run_with_iobinding(io2),
-                                              io2.synchronize_outputs)
-            )  # fmt: skip
+    sess16, _ = eng16._session("pair")
+    io16 = sess16.io_binding()
+    io16.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, dev, 0))
+    io16.bind_ortvalue_input("b", ort.OrtValue.ortvalue_from_numpy(b, dev, 0))
+    io16.bind_output("per_tap", dev)
+    contenders["engine fp16 u8 host"] = lambda: timed(lambda: eng16.score(a8, b8), lambda: None)
+    contenders["engine fp16 on-device"] = lambda: timed(
+        lambda: sess16.run_with_iobinding(io16), io16.synchronize_outputs
+    )
     med = interleaved(contenders, 2 if args.dry_run else args.rounds)
     row: dict = {"case": f"{net} {h}x{w} x{n}"}
     row.update({k: n / v for k, v in med.items()})
@@ -159,9 +153,10 @@ def main() -> int:
     for net, arch in NETS.items():
         weights[net] = make_weights(arch, root)
         t0 = time.perf_counter()
-        bundles[net] = export_model(f"lpips-{net}", weights=weights[net], out=root / net)
+        bundles[net] = export_model(f"lpips-{net}", weights=weights[net], out=root / net, fp16=True)
         log(f"exported lpips-{net} in {time.perf_counter() - t0:.1f} s")
     engines = {n: Engine(b, device=dev) for n, b in bundles.items()}
+    engines16 = {n: Engine(b, device=dev, precision="fp16") for n, b in bundles.items()}
     for n, e in engines.items():
         log(f"engine {n}: device {e.device}, providers {e.info['providers']}")
 
@@ -184,11 +179,41 @@ def main() -> int:
             if not ok:
                 failures.append(f"{net} {h}x{w}: {rel:.3g}")
 
+    # ---- fp16 vs the float32 reference: relative error and 2AFC flips -----------------------
+    from dps_fast.samples import box_blur
+
+    rng = np.random.default_rng(7)
+    for net in NETS:
+        ref = lpips_ref(net, weights[net], str(tdev))
+        x, _ = distortion_pairs(48, 128, 128, seed=21)
+        d1 = np.clip(
+            x
+            + rng.normal(0, 1, x.shape).astype(np.float32)
+            * rng.uniform(0.02, 0.12, (48, 1, 1, 1)).astype(np.float32),
+            0,
+            1,
+        )
+        d2 = np.stack(
+            [box_blur(i, int(k)) for i, k in zip(x, rng.choice([3, 5, 7], 48), strict=True)]
+        )
+        tx = torch.from_numpy(x).to(tdev)
+        with torch.inference_mode():
+            r1 = ref(tx, torch.from_numpy(d1).to(tdev), normalize=True).reshape(-1).cpu().numpy()
+            r2 = ref(tx, torch.from_numpy(d2).to(tdev), normalize=True).reshape(-1).cpu().numpy()
+        g1, g2 = engines16[net].score(x, d1), engines16[net].score(x, d2)
+        rel = max(float(np.abs(g - r).max() / np.abs(r).max()) for g, r in ((g1, r1), (g2, r2)))
+        flips = int(np.sum(np.sign(r1 - r2) != np.sign(g1 - g2)))
+        log(f"fp16 lpips-{net} 128x128: relative {rel:.3g} vs torch fp32, 2AFC flips {flips}/48")
+        if rel > 1e-2:
+            failures.append(f"fp16 {net}: {rel:.3g}")
+
     # ---- throughput ------------------------------------------------------------------------
     rows = []
     cases = [(n, 64, 64, 4) for n in ("alex", "squeeze")] if dry else CASES
     for net, h, w, n in cases:
-        row = bench_case(net, h, w, n, engines[net], weights[net], dev, tdev, sync, args)
+        row = bench_case(
+            net, h, w, n, engines[net], engines16[net], weights[net], dev, tdev, sync, args
+        )
         rows.append(row)
         log("  ".join(f"{k}: {v:.0f}" if isinstance(v, float) else v for k, v in row.items()))
 
@@ -221,16 +246,16 @@ def main() -> int:
     e2e = []
     for _ in range(2):  # the first run also pays session warm-up for new shapes
         t0 = time.perf_counter()
-        recs = list(score_dirs(da, db, engine=engines["alex"], workers=workers))
+        recs = list(score_dirs(da, db, engine=engines16["alex"], workers=workers))
         assert all(not r["error"] for r in recs), recs[:2]
         e2e.append(npairs / (time.perf_counter() - t0))
     best = max(e2e)
     imgs = [decode_image(f) for f in files[:16]]
     ua, ub = np.stack(imgs[:8]), np.stack(imgs[8:16])
-    step = engines["alex"].batch_len(eh, ew)
+    step = engines16["alex"].batch_len(eh, ew)
     ua = np.concatenate([ua] * max(1, step // 8))[:step]
     ub = np.concatenate([ub] * max(1, step // 8))[:step]
-    pre = len(ua) / timed(lambda: engines["alex"].score(ua, ub), lambda: None)
+    pre = len(ua) / timed(lambda: engines16["alex"].score(ua, ub), lambda: None)
     log(
         f"e2e {npairs} JPEG pairs {ew}x{eh}: decode-only {decode_rate:.0f} pairs/s "
         f"({workers} threads), score {best:.0f} pairs/s = {best / decode_rate:.0%} of "
@@ -246,7 +271,7 @@ def main() -> int:
             "-" if k not in r else r[k] if isinstance(r[k], str) else f"{r[k]:,.0f}" for k in keys
         ]
         log(" | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
-    log(f"end-to-end score (lpips-alex fp32, CPU decode, {ew}x{eh} JPEG): {best:.0f} pairs/s; "
+    log(f"end-to-end score (lpips-alex fp16, CPU decode, {ew}x{eh} JPEG): {best:.0f} pairs/s; "
         f"decode-bound {decode_rate:.0f} pairs/s")  # fmt: skip
     if failures:
         log("PARITY FAILURES: " + "; ".join(failures))
