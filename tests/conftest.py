@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,5 +68,20 @@ def bundle(
             spec = get_model(name)
             made[name] = export_model(spec, weights=weights_file(spec.arch), out=root / name)
         return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def engines(bundle: Callable[[str], Path]) -> Callable[[str], Any]:
+    """One CPU Engine per exported model, shared by the tests of a session."""
+    from dps_fast import Engine
+
+    cache: dict[str, Engine] = {}
+
+    def get(name: str) -> Engine:
+        if name not in cache:
+            cache[name] = Engine(bundle(name), device="cpu")
+        return cache[name]
 
     return get

@@ -70,18 +70,6 @@ def write_pngs(u8: np.ndarray, folder: Path, tag: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def engines(bundle):
-    cache: dict[str, Engine] = {}
-
-    def get(name: str) -> Engine:
-        if name not in cache:
-            cache[name] = Engine(bundle(name), device="cpu")
-        return cache[name]
-
-    return get
-
-
-@pytest.fixture(scope="module")
 def squeeze(engines) -> Engine:
     return engines("lpips-squeeze")
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from dps_fast import Engine
 from dps_fast.samples import distortion_pairs
 from references import LPIPS_NET, dists_reference, lpips_reference
 
@@ -27,18 +26,6 @@ def assert_close(got: np.ndarray, ref: np.ndarray) -> None:
 def _pairs(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     a, b = distortion_pairs(8, h, w, seed=h * 1000 + w)
     return a, b
-
-
-@pytest.fixture(scope="module")
-def engines(bundle):
-    cache: dict[str, Engine] = {}
-
-    def get(name: str) -> Engine:
-        if name not in cache:
-            cache[name] = Engine(bundle(name), device="cpu")
-        return cache[name]
-
-    return get
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

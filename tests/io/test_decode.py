@@ -26,6 +26,7 @@ from dps_fast.io import (
     resize_image,
     short_side_size,
 )
+from images import SRGB_BLUE, SRGB_GREEN, SRGB_RED, icc_rgb_profile
 
 RNG = np.random.default_rng(1234)
 
@@ -70,75 +71,6 @@ def png_header_only(w: int, h: int) -> bytes:
     """A PNG that claims (w, h) but holds no pixel data: decoding it must never start."""
     header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IEND", b"")
-
-
-# sRGB colorants adapted to D50, as ICC matrix/TRC profiles store them.
-SRGB_RED = (0.4361, 0.2225, 0.0139)
-SRGB_GREEN = (0.3851, 0.7169, 0.0971)
-SRGB_BLUE = (0.1431, 0.0606, 0.7141)
-D50 = (0.9642, 1.0, 0.8249)
-
-
-def icc_rgb_profile(
-    red: tuple[float, float, float],
-    green: tuple[float, float, float],
-    blue: tuple[float, float, float],
-    description: str,
-) -> bytes:
-    """A minimal ICC v2 RGB matrix/TRC display profile (gamma 2.2), built byte by byte."""
-
-    def s15(v: float) -> bytes:
-        return struct.pack(">i", round(v * 65536))
-
-    def xyz(v: tuple[float, float, float]) -> bytes:
-        return b"XYZ " + b"\0" * 4 + b"".join(s15(c) for c in v)
-
-    ascii_desc = description.encode("ascii") + b"\0"
-    desc = (
-        b"desc"
-        + b"\0" * 4
-        + struct.pack(">I", len(ascii_desc))
-        + ascii_desc
-        + b"\0" * 8  # unicode language code and count
-        + b"\0" * 3  # scriptcode code and count
-        + b"\0" * 67
-    )
-    curve = b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", 0x0233) + b"\0\0"
-    tags = [
-        (b"desc", desc),
-        (b"wtpt", xyz(D50)),
-        (b"rXYZ", xyz(red)),
-        (b"gXYZ", xyz(green)),
-        (b"bXYZ", xyz(blue)),
-        (b"rTRC", curve),
-        (b"gTRC", curve),
-        (b"bTRC", curve),
-    ]
-    offset = 128 + 4 + 12 * len(tags)
-    table = struct.pack(">I", len(tags))
-    body = b""
-    for sig, data in tags:
-        data = data + b"\0" * (-len(data) % 4)
-        table += sig + struct.pack(">II", offset + len(body), len(data))
-        body += data
-    size = offset + len(body)
-    header = (
-        struct.pack(">I", size)
-        + b"\0" * 4
-        + struct.pack(">I", 0x02100000)
-        + b"mntrRGB XYZ "
-        + b"\0" * 12
-        + b"acsp"
-        + b"\0" * 24
-        + b"\0" * 4
-        + b"".join(s15(c) for c in D50)
-        + b"\0" * 4
-    )
-    header += b"\0" * (128 - len(header))
-    return header + table + body
-
-
-# ---------------------------------------------------------------------------- constants
 
 
 def test_constants() -> None:
