@@ -16,6 +16,7 @@ from .errors import (
     UnknownModelError,
     WeightsError,
 )
+from .pipeline import distance_matrix, score_dirs, score_pairs
 from .registry import ModelSpec, get_model, list_models
 
 __all__ = [
@@ -31,8 +32,11 @@ __all__ = [
     "WeightsError",
     "__version__",
     "cache_root",
+    "distance_matrix",
     "get_model",
     "list_models",
     "load",
     "read_bundle",
+    "score_dirs",
+    "score_pairs",
 ]

@@ -35,6 +35,7 @@ ENGINE = "engine"
 REFERENCE = "reference"
 CHANNELS_LAST = "channels_last"
 ENGINE_TRUNK = "engine-trunk"  # diagnostic: the engine's trunk graph alone on a and b
+MATMUL = "matmul-4096"  # the ceiling's matrix product, in the rounds: a local ceiling per case
 ROUND = "(round)"  # key of whole-round foreign loads in interleaved(foreign=…)
 # A case whose full run would take longer than this gets only QUICK_ROUNDS rounds.
 CASE_BUDGET_S = 180.0
@@ -373,6 +374,14 @@ def environment(ceiling_gflops: float | None = None) -> dict[str, Any]:
 # -- contenders ----------------------------------------------------------------------------
 
 
+def _matmul_4096() -> Callable[[], object]:
+    rng = np.random.default_rng(0)
+    x = rng.random((4096, 4096), dtype=np.float32)
+    y = rng.random((4096, 4096), dtype=np.float32)
+    out = np.empty_like(x)
+    return lambda: np.matmul(x, y, out=out)
+
+
 def make_random_weights(arch: str, path: Path, seed: int = 0) -> Path:
     """A seeded random torchvision ``arch`` state dict, saved in torchvision's key format."""
     import torch
@@ -499,7 +508,9 @@ def build_contenders(
     ``threads``); ``reference``: the reference package as users call it (``lpips.LPIPS(...)(a, b,
     normalize=True)`` under ``torch.no_grad``; ``DISTS(a, b)``); ``channels_last``: the same
     reference model and inputs in channels_last under ``torch.inference_mode``;
-    ``engine-trunk`` (with ``diagnostics``): the engine's trunk graph alone on a and b.
+    ``engine-trunk`` (with ``diagnostics``): the bundle's trunk graph alone (an ONNX Runtime
+    session made as the engine makes its own) on ``[a_i; b_i]`` in the batches the engine's
+    pair graph gets, so that engine − engine-trunk is the distance head's cost.
     """
     import torch
 
@@ -512,7 +523,6 @@ def build_contenders(
     ref = reference_model(model, weights)
     ref_cl = reference_model(model, weights).to(memory_format=torch.channels_last)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    both = np.concatenate([a, b])
 
     def run_engine() -> object:
         return engine.score(a, b)
@@ -537,15 +547,42 @@ def build_contenders(
         CHANNELS_LAST: run_channels_last,
     }
     if diagnostics:
+        from .engine.session import make_session
+
+        trunk, _ = make_session(engine.bundle.graph_path("trunk"), "cpu", threads)
+        step = _engine_step(engine, a.shape[2], a.shape[3], a.shape[0])
+        chunks = [
+            np.concatenate([a[i : i + step], b[i : i + step]]) for i in range(0, a.shape[0], step)
+        ]
 
         def run_trunk() -> object:
-            return engine.features(both)
+            return [trunk.run(None, {"image": x}) for x in chunks]
 
         contenders[ENGINE_TRUNK] = run_trunk
     return contenders
 
 
+def _engine_step(engine: Any, h: int, w: int, n: int) -> int:
+    """Pairs per pair-graph run the engine uses at this size (n when it does not say)."""
+    f = getattr(engine, "batch_len", None)
+    return int(f(h, w)) if callable(f) else n
+
+
 # -- the suite -----------------------------------------------------------------------------
+
+
+def check_requirements(models: Sequence[str] = DEFAULT_MODELS) -> None:
+    """Raise ImportError naming every package the suite needs for ``models`` and lacks."""
+    import importlib.util
+
+    need = ["torch", "torchvision", "onnx", "onnxruntime", "lpips"]
+    if any(m == "dists" for m in models):
+        need.append("DISTS_pytorch")
+    missing = [m for m in need if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(
+            f"the benchmark suite needs {', '.join(missing)}: pip install 'dps-fast[export,cpu]'"
+        )
 
 
 def suite_plan(
@@ -580,7 +617,10 @@ def summarize(
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
     rl = [v for v in (foreign or {}).get(ROUND, []) if v is not None]
+    local = 2.0 * 4096**3 / min(times[MATMUL]) / 1e9 if MATMUL in times else None
     for name, ts in times.items():
+        if name == MATMUL:
+            continue
         m = med[name]
         fl = [v for v in (foreign or {}).get(name, []) if v is not None]
         gfs = None if gflop_per_image is None else gflop_per_image * 2 * n / m
@@ -599,6 +639,8 @@ def summarize(
                 "trunk_gflops": gfs,
                 "ceiling_gflops": ceiling,
                 "ceiling_frac": None if (gfs is None or not ceiling) else gfs / ceiling,
+                "local_ceiling_gflops": local,
+                "local_ceiling_frac": None if (gfs is None or not local) else gfs / local,
                 "speedup_vs_reference": med[REFERENCE] / m if REFERENCE in med else None,
                 "speedup_vs_channels_last": (
                     med[CHANNELS_LAST] / m if CHANNELS_LAST in med else None
@@ -627,6 +669,7 @@ def run_engine_suite(
     ceiling: float | None = None,
     seed: int = 0,
     quiet: float | None = 0.3,
+    local_ceiling: bool = True,
 ) -> list[dict[str, Any]]:
     """Engine vs reference package vs channels_last PyTorch, per model and case (H, W, N pairs).
 
@@ -638,8 +681,12 @@ def run_engine_suite(
     contender and case (see :func:`summarize`); the ceiling (measured first unless given) is in
     every row. ``quiet`` (cores; None: off): on a shared machine, wait for other processes to
     go quiet before each call and run a round again when they used more than that during it
-    (:func:`interleaved`); the rows keep the foreign load seen per call.
+    (:func:`interleaved`); the rows keep the foreign load seen per call. ``local_ceiling``: a
+    4096² matrix product runs in every round too, and the best of them is each case's own
+    ceiling (``local_ceiling_gflops``, ``local_ceiling_frac``): on a virtual machine whose
+    speed drifts, that is the fairer yardstick.
     """
+    check_requirements(models)
     import torch
 
     from .samples import distortion_pairs
@@ -659,6 +706,8 @@ def run_engine_suite(
         bundle, weights = prepared[model]
         a, b = distortion_pairs(n, h, w, seed=seed)
         contenders = build_contenders(model, bundle, weights, a, b, diagnostics=diagnostics)
+        if local_ceiling:
+            contenders[MATMUL] = _matmul_4096()
         log.info("%s %d×%d ×%d: %d rounds of %s", model, h, w, n, n_rounds, list(contenders))
         loads: dict[str, list[float | None]] = {}
         times = interleaved(
@@ -698,6 +747,7 @@ _COLUMNS = (
     "pairs/s",
     "GFLOP/s",
     "%ceil",
+    "%local",
     "×ref",
     "×cl",
     "rounds",
@@ -707,6 +757,7 @@ _COLUMNS = (
 
 def _cells(r: dict[str, Any]) -> list[str]:
     frac = None if r.get("ceiling_frac") is None else 100 * r["ceiling_frac"]
+    local = None if r.get("local_ceiling_frac") is None else 100 * r["local_ceiling_frac"]
     return [
         str(r["model"]),
         f"{r['h']}×{r['w']}×{r['batch']}",
@@ -715,6 +766,7 @@ def _cells(r: dict[str, Any]) -> list[str]:
         f"{r['pairs_per_s']:.2f}",
         _fmt(r.get("trunk_gflops"), ".1f"),
         _fmt(frac, ".1f"),
+        _fmt(local, ".1f"),
         _fmt(r.get("speedup_vs_reference"), ".2f"),
         _fmt(r.get("speedup_vs_channels_last"), ".2f"),
         f"{r['rounds']}{'*' if r.get('rounds_reduced') else ''}",
@@ -726,11 +778,12 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A fixed-width text table of :func:`run_engine_suite` rows.
 
     ×ref, ×cl: speed-up over the reference package and over channels_last PyTorch (median
-    times); %ceil: trunk GFLOP/s over the matmul ceiling; rounds with * were cut to save time;
+    times); %ceil: trunk GFLOP/s over the run's matmul ceiling; %local: over the best matmul
+    within the case's own rounds; rounds with * were cut to save time;
     fgn: most CPU cores other processes used during one kept round of the case.
     """
     body = [_cells(r) for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(_COLUMNS)]
+    widths = [max([len(c), *(len(b[i]) for b in body)]) for i, c in enumerate(_COLUMNS)]
     left = {0, 1, 2}
 
     def line(cells: Sequence[str]) -> str:
@@ -755,6 +808,7 @@ __all__ = [
     "DEFAULT_CASES",
     "DEFAULT_MODELS",
     "build_contenders",
+    "check_requirements",
     "environment",
     "format_table",
     "graph_gflops",

@@ -1,0 +1,68 @@
+"""The Python twins of the CLI: dps_fast.score_dirs / score_pairs / distance_matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+import dps_fast
+from dps_fast.samples import distortion_pairs
+
+
+def _folders(tmp_path, n: int = 5):
+    a, b = distortion_pairs(n, 64, 80, seed=3)
+    da, db = tmp_path / "A", tmp_path / "B"
+    da.mkdir()
+    db.mkdir()
+    u8a = (a * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    u8b = (b * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    for i in range(n):
+        Image.fromarray(u8a[i]).save(da / f"{i:02d}.png")
+        Image.fromarray(u8b[i]).save(db / f"{i:02d}.png")
+    (da / "broken.png").write_bytes(b"not an image")
+    (db / "broken.png").write_bytes(b"not an image")
+    return da, db, u8a, u8b
+
+
+def test_score_dirs_records_match_engine(tmp_path, engines) -> None:
+    eng = engines("lpips-squeeze")
+    da, db, u8a, u8b = _folders(tmp_path)
+    recs = list(dps_fast.score_dirs(da, db, engine=eng, per_layer=True, workers=2))
+    assert [r["a"] for r in recs] == [
+        "00.png",
+        "01.png",
+        "02.png",
+        "03.png",
+        "04.png",
+        "broken.png",
+    ]
+    assert recs[-1]["score"] is None and "not an image" in recs[-1]["error"]
+    got = np.array([r["score"] for r in recs[:-1]], np.float64)
+    np.testing.assert_allclose(got, eng.score(u8a, u8b), rtol=0, atol=1e-6)
+    taps = [k for k in recs[0] if k.startswith("tap_")]
+    assert len(taps) == len(eng.tap_names)
+    # skip= leaves out pairs already done (what --resume uses)
+    rest = list(dps_fast.score_dirs(da, db, engine=eng, skip={("00.png", "00.png")}))
+    assert next(r["a"] for r in rest) == "01.png"
+
+
+def test_score_pairs_reuses_shared_images(tmp_path, engines) -> None:
+    eng = engines("lpips-squeeze")
+    _, _, u8a, u8b = _folders(tmp_path)
+    manifest = tmp_path / "pairs.csv"
+    rows = ["a,b,id"] + [f"A/00.png,B/{i:02d}.png,p{i}" for i in range(5)]
+    manifest.write_text("\n".join(rows) + "\n")
+    recs = list(dps_fast.score_pairs(manifest, engine=eng))
+    assert [r["id"] for r in recs] == [f"p{i}" for i in range(5)]
+    want = eng.score(u8a[:1], u8b)  # 1-vs-N
+    np.testing.assert_allclose([r["score"] for r in recs], want, rtol=0, atol=1e-6)
+
+
+def test_distance_matrix(tmp_path, engines) -> None:
+    eng = engines("lpips-squeeze")
+    da, _, u8a, _ = _folders(tmp_path, n=4)
+    (da / "broken.png").unlink()
+    m, labels = dps_fast.distance_matrix(da, engine=eng)
+    assert labels == ["00.png", "01.png", "02.png", "03.png"]
+    assert m.shape == (4, 4) and np.allclose(m, m.T) and np.all(np.diag(m) == 0)
+    np.testing.assert_allclose(m[0, 1:], eng.score(u8a[:1], u8a[1:]), rtol=0, atol=1e-6)
