@@ -238,16 +238,13 @@ class Engine:
         """1-vs-N: the single image's features are computed once and reused by the head graph."""
         single, many, single_is_a = (ba, bb, True) if ba.shape[0] == 1 else (bb, ba, False)
         f1 = self._run("trunk", {"image": single})
-        k = len(f1)
         n = many.shape[0]
         for i in range(0, n, step):
             j = min(n, i + step)
             fm = self._run("trunk", {"image": many[i:j]})
             rep = [np.repeat(f, j - i, axis=0) for f in f1]
             fa, fb = (rep, fm) if single_is_a else (fm, rep)
-            feed = {f"a_tap{t}": fa[t] for t in range(k)}
-            feed.update({f"b_tap{t}": fb[t] for t in range(k)})
-            per_tap[i:j] = self._run("head", feed)[0]
+            per_tap[i:j] = self.per_tap_from_features(fa, fb, chunk=j - i)
 
     def per_tap_from_features(
         self, fa: list[np.ndarray], fb: list[np.ndarray], *, chunk: int = 64
