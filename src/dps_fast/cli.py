@@ -464,10 +464,12 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Engine vs the PyTorch path (lpips package, channels_last), same weights and inputs."""
+    from . import bench as _bench
+
     try:
-        from . import bench as _bench
+        _bench.check_requirements()
     except ImportError as e:
-        _fail(f"bench needs the [export] extra (torch, lpips): {e}")
+        _fail(str(e))
     rows = _bench.run_engine_suite(quick=quick)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
