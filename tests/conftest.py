@@ -27,16 +27,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 def make_random_weights(arch: str, path: Path, seed: int = 0) -> Path:
     """A seeded random state dict of torchvision's ``arch``, saved like torchvision's files."""
-    import torch
-    import torchvision
+    from dps_fast.bench import make_random_weights as make
 
-    torch.manual_seed(seed)
-    model = torchvision.models.get_model(arch, weights=None)
-    sd = model.state_dict()
-    if arch not in FULL_STATE_ARCHS:
-        sd = {k: v for k, v in sd.items() if not k.startswith(("classifier", "fc."))}
-    torch.save(sd, path)
-    return path
+    return make(arch, path, seed, full=arch in FULL_STATE_ARCHS)
 
 
 @pytest.fixture(scope="session")

@@ -382,15 +382,19 @@ def _matmul_4096() -> Callable[[], object]:
     return lambda: np.matmul(x, y, out=out)
 
 
-def make_random_weights(arch: str, path: Path, seed: int = 0) -> Path:
-    """A seeded random torchvision ``arch`` state dict, saved in torchvision's key format."""
+def make_random_weights(arch: str, path: Path, seed: int = 0, *, full: bool | None = None) -> Path:
+    """A seeded random torchvision ``arch`` state dict, saved in torchvision's key format.
+
+    ``full=False`` leaves out the classifier (no trunk uses it); None keeps it only for small
+    nets.
+    """
     import torch
     import torchvision
 
     torch.manual_seed(seed)
     model = torchvision.models.get_model(arch, weights=None)
     sd = model.state_dict()
-    if arch not in _FULL_STATE_ARCHS:
+    if not (arch in _FULL_STATE_ARCHS if full is None else full):
         sd = {k: v for k, v in sd.items() if not k.startswith(("classifier", "fc."))}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -7,7 +7,6 @@ import os
 import struct
 import threading
 import warnings
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from dps_fast.io import (
     resize_image,
     short_side_size,
 )
-from images import SRGB_BLUE, SRGB_GREEN, SRGB_RED, icc_rgb_profile
+from images import SRGB_BLUE, SRGB_GREEN, SRGB_RED, icc_rgb_profile, png_chunk, png_rgb48
 
 RNG = np.random.default_rng(1234)
 
@@ -47,24 +46,6 @@ def noise(h: int, w: int, channels: int = 3) -> np.ndarray:
 def save(im: Image.Image, path: Path, **kwargs: Any) -> Path:
     im.save(path, **kwargs)
     return path
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-def png_rgb48(arr: np.ndarray) -> bytes:
-    """A 16-bit-per-channel RGB PNG (Pillow cannot write one), built by hand."""
-    h, w, _ = arr.shape
-    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
-    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(raw))
-        + png_chunk(b"IEND", b"")
-    )
 
 
 def png_header_only(w: int, h: int) -> bytes:
