@@ -139,9 +139,8 @@ _DPS_ARCHS: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
     ),
 }
 
-# Architectures refused for dps: they need a fixed input size (attention over fixed grids).
-_REFUSED_FAMILIES = ("vit_", "swin_", "maxvit_", "regnet_", "_vit")
-_REFUSED_EXACT = frozenset({"vit_b_16", "swin_t", "maxvit_t", "googlenet", "inception_v3"})
+# Architectures refused for dps: transformers over fixed grids need a fixed input size.
+_REFUSED_FAMILIES = ("vit_", "swin_", "maxvit_")
 
 
 def _build_registry() -> dict[str, ModelSpec]:
@@ -219,7 +218,7 @@ _CUSTOM_RE = re.compile(r"^dps-([A-Za-z0-9_]+)\+(.+)$")
 
 def check_dps_arch(arch: str) -> None:
     """Raise UnknownModelError unless ``arch`` is a convolutional torchvision classifier."""
-    if arch in _REFUSED_EXACT or any(p in arch for p in _REFUSED_FAMILIES):
+    if any(arch.startswith(p) for p in _REFUSED_FAMILIES):
         raise UnknownModelError(
             f"architecture {arch!r} is not supported for dps: it does not accept any input size "
             "(transformers and fixed-grid models such as ViT, Swin and MaxViT are refused). "
