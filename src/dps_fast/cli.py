@@ -406,22 +406,17 @@ def info(
 ) -> None:
     """Show a bundle's manifest, its validation report and the providers on this machine."""
     from .bundle import read_bundle
-    from .cache import bundle_dir, weights_key
     from .errors import DpsFastError
-    from .hashing import sha256_file
-    from .registry import get_model
+    from .hub import cached_bundle_path
 
     p = Path(bundle)
     try:
         # A registry name is looked up in the cache; a path is read as it is.
         is_path = p.exists() or "/" in bundle or os.sep in bundle
         if not (p / "manifest.json").is_file() and not is_path:
-            name = get_model(bundle).name  # an unknown name: the error lists the valid ones
-            if weights is not None and not weights.is_file():
-                _fail(f"weights file not found: {weights}")
-            p = bundle_dir(name, weights_key(sha256_file(weights) if weights else None))
+            p = cached_bundle_path(bundle, weights)
         b = read_bundle(p)
-    except (DpsFastError, ValueError) as e:
+    except (DpsFastError, ValueError, FileNotFoundError) as e:
         _fail(" ".join(str(e).split()))
     try:
         from .engine.session import available_providers

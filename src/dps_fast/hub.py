@@ -33,6 +33,17 @@ def export_command(
     return f"dps-fast export {model}{w}{' --fp16' if precision == 'fp16' else ''}"
 
 
+def cached_bundle_path(model: str, weights: str | os.PathLike[str] | None = None) -> Path:
+    """Cache folder of registry model ``model`` with ``weights`` (which may not exist yet)."""
+    spec = get_model(model)  # raises UnknownModelError listing valid names
+    if weights is None:
+        return bundle_dir(spec.name, weights_key(None))
+    wp = Path(weights).expanduser()
+    if not wp.is_file():
+        raise FileNotFoundError(f"weights file not found: {wp}")
+    return bundle_dir(spec.name, weights_key(sha256_file(wp)))
+
+
 def resolve_bundle(
     model: str | os.PathLike[str],
     weights: str | os.PathLike[str] | None = None,
@@ -52,16 +63,9 @@ def resolve_bundle(
                 f"no bundle at {p} (no {MANIFEST}); make one with `dps-fast export MODEL --out {p}`"
             )
         return p
-    name = str(model)
-    spec = get_model(name)  # raises UnknownModelError listing valid names
-    if weights is not None:
-        wp = Path(weights).expanduser()
-        if not wp.is_file():
-            raise FileNotFoundError(f"weights file not found: {wp}")
-        key = weights_key(sha256_file(wp))
-    else:
-        key = weights_key(None)
-    dest = bundle_dir(spec.name, key)
+    dest = cached_bundle_path(str(model), weights)
+    spec = get_model(str(model))
+    key = dest.name
     if (dest / MANIFEST).is_file():
         return dest
     if not _torch_available():

@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from .engine import Engine
-from .io.decode import ImageDecodeError, ResizeSpec, decode_image, parse_resize, resize_image
+from .io.decode import (
+    ImageDecodeError,
+    ResizeSpec,
+    decode_image,
+    parse_resize,
+    resize_image,
+    short_side_size,
+)
 from .io.heatmap import heatmap_name, save_heatmap
 from .io.pairing import Pair, list_images, pair_dirs, read_pairs_manifest
 
@@ -99,8 +106,6 @@ class _Loader:
             hint = (self.resize.n, self.resize.n)
         img = decode_image(path, reduce_to=hint)
         if self.resize.mode == "short-side" and self.resize.n is not None:
-            from .io.decode import short_side_size
-
             img = resize_image(img, short_side_size(img.shape[0], img.shape[1], self.resize.n))
         return img
 
@@ -126,7 +131,6 @@ class _Loader:
 
 @dataclass
 class _Item:
-    index: int
     pair: Pair
     a: np.ndarray | None = None
     b: np.ndarray | None = None
@@ -216,30 +220,27 @@ class PairScorer:
             for j, i in enumerate(todo):
                 f = [t[j : j + 1] for t in feats]
                 out[i] = f
-                if self._uses[Path(keys[i][0])] > 1:
+                if self._uses[keys[i][0]] > 1:
                     self.cache.put(keys[i], f)
         return [f for f in out if f is not None]
 
     def _run_group(self, items: list[_Item]) -> None:
         """Score pairs of one image size; fills ``per_tap`` (and maps) on each item."""
-        if self.spatial_dir is not None:
-            a = np.stack([it.a for it in items if it.a is not None])
-            b = np.stack([it.b for it in items if it.b is not None])
-            per_tap, maps = self.engine.score(a, b, spatial=True, per_layer=True)
-            for it, p, m in zip(items, per_tap, maps, strict=True):
-                it.per_tap = p
-                path = self.spatial_dir / heatmap_name(it.pair.a, it.pair.b)
-                save_heatmap(m, path, vmax=HEATMAP_VMAX)
-            return
         shared = any(self._uses[p] > 1 for it in items for p in (it.pair.a_path, it.pair.b_path))
-        if self.engine.device == "cuda" or not shared:
+        if self.spatial_dir is not None or self.engine.device == "cuda" or not shared:
             # The pair graph (both trunks and the head in one run) is the fastest way when no
             # image is reused: measured 1.7× the trunk + head graphs at 64² on the CPU. On a GPU
             # it also keeps features on the device, where host round trips cost more than
-            # recomputing a reused image's trunk.
+            # recomputing a reused image's trunk. Heatmaps need it too (pair_spatial).
             a = np.stack([it.a for it in items if it.a is not None])
             b = np.stack([it.b for it in items if it.b is not None])
-            per_tap = self.engine.score(a, b, per_layer=True)
+            if self.spatial_dir is None:
+                per_tap = self.engine.score(a, b, per_layer=True)
+            else:
+                per_tap, maps = self.engine.score(a, b, spatial=True, per_layer=True)
+                for it, m in zip(items, maps, strict=True):
+                    save_heatmap(m, self.spatial_dir / heatmap_name(it.pair.a, it.pair.b),
+                                 vmax=HEATMAP_VMAX)  # fmt: skip
             for it, p in zip(items, per_tap, strict=True):
                 it.per_tap = p
             return
@@ -250,7 +251,7 @@ class PairScorer:
         for it in items:
             ij = []
             for p, arr in ((it.pair.a_path, it.a), (it.pair.b_path, it.b)):
-                key = (str(p), arr.shape) if arr is not None else None
+                key = (p, arr.shape) if arr is not None else None
                 if key not in index:
                     index[key] = len(keys)
                     keys.append(key)
@@ -304,7 +305,7 @@ class PairScorer:
 
     def run(self, pairs: Iterable[Pair]) -> Iterator[Record]:
         """Yield one record per pair, in order; decoding of window k+1 overlaps window k."""
-        items = [_Item(i, p, error=p.error) for i, p in enumerate(pairs)]
+        items = [_Item(p, error=p.error) for p in pairs]
         # How often each file is used: features are cached and reused only for shared images.
         self._uses = Counter(
             p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
