@@ -77,10 +77,9 @@ def _probe(trunk: nn.Module, h: int, w: int) -> list[torch.Tensor] | None:
     return list(outs)
 
 
-def _min_size(trunk: nn.Module, hint: int | None) -> int:
+def _min_size(trunk: nn.Module) -> int:
     """Smallest square side that runs: ONNX Runtime may crash the process below it."""
-    start = 1 if hint is None else max(1, hint - 1)
-    for s in range(start, 1025):
+    for s in range(1, 1025):
         if _probe(trunk, s, s) is not None:
             return s
     raise UnknownModelError("the trunk does not run on any input up to 1024×1024")
@@ -171,7 +170,7 @@ def export_model(
         taps_info.append({"name": tap.name, "channels": int(f.shape[1]), "stride": int(stride)})
     if spec.custom:
         spec = _with_channels(spec, [t["channels"] for t in taps_info])
-    min_side = spec.min_size or _min_size(trunk, None)
+    min_side = spec.min_size or _min_size(trunk)
     if _probe(trunk, min_side, min_side) is None:
         raise UnknownModelError(f"registry min_size {min_side} does not run for {spec.name}")
 
