@@ -68,6 +68,9 @@ OUT = typer.Option(None, "--out", "-o", help="Results file (.csv or .jsonl); def
 RESUME = typer.Option(False, "--resume", help="Skip pairs already scored in --out.")
 PER_LAYER = typer.Option(False, "--per-layer", help="Add tap_<name> columns.")
 SPATIAL_DIR = typer.Option(None, "--spatial-dir", help="Write per-pair heatmap PNGs here.")
+DECODE = typer.Option(
+    "auto", "--decode", help="auto | cpu | gpu: JPEGs on the GPU with nvImageCodec (cuda only)."
+)
 
 
 def _make_engine(
@@ -137,6 +140,7 @@ def _run_scoring(
     per_layer: bool,
     spatial_dir: Path | None,
     workers: int | None,
+    decode: str,
     options: dict[str, Any],
     notes: list[str],
 ) -> int:
@@ -147,8 +151,9 @@ def _run_scoring(
         _fail("--resume needs --out FILE (the file to resume)")
     try:
         scorer = PairScorer(
-            engine, resize=resize, per_layer=per_layer, spatial_dir=spatial_dir, workers=workers
-        )
+            engine, resize=resize, per_layer=per_layer, spatial_dir=spatial_dir, workers=workers,
+            decode=decode,
+        )  # fmt: skip
     except ValueError as e:
         _fail(str(e))
     with_id = any(p.id is not None for p in pairs)
@@ -183,6 +188,8 @@ def _run_scoring(
     summary["pairs_per_s"] = scorer.stats.scored / elapsed if elapsed > 0 else 0.0
     summary["seconds"] = elapsed
     prov = _provenance(engine, options)
+    prov["decode"] = scorer.decode_mode
+    prov["decode_reason"] = scorer.decode_reason
     _print_summary(summary, prov)
     if out is not None:
         write_meta(out, {**prov, "summary": summary})
@@ -199,7 +206,7 @@ def _print_summary(summary: dict[str, Any], prov: dict[str, Any]) -> None:
         _err("  " + "  ".join(f"{k} {summary[k]:.6g}" for k in stats))
     _err(
         f"  model {prov['model']}, device {prov['device']}, precision {prov['precision']}, "
-        f"{summary['pairs_per_s']:.1f} pairs/s"
+        f"decode {prov['decode']}, {summary['pairs_per_s']:.1f} pairs/s"
     )
 
 
@@ -228,6 +235,7 @@ def score(
     resume: bool = RESUME,
     per_layer: bool = PER_LAYER,
     spatial_dir: Path | None = SPATIAL_DIR,
+    decode: str = DECODE,
 ) -> None:
     """Score every image pair of two folders (recursive); one row per pair."""
     from .io.decode import parse_resize
@@ -248,7 +256,7 @@ def score(
                "per_layer": per_layer, "batch_size": batch_size}  # fmt: skip
     code = _run_scoring(
         engine, pairing.pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
-        spatial_dir=spatial_dir, workers=workers, options=options, notes=notes,
+        spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=notes,
     )  # fmt: skip
     raise typer.Exit(code)
 
@@ -267,6 +275,7 @@ def score_pairs_cmd(
     resume: bool = RESUME,
     per_layer: bool = PER_LAYER,
     spatial_dir: Path | None = SPATIAL_DIR,
+    decode: str = DECODE,
 ) -> None:
     """Score the pairs of a manifest; paths are relative to the manifest's folder."""
     from .io.decode import parse_resize
@@ -282,7 +291,7 @@ def score_pairs_cmd(
                "batch_size": batch_size}  # fmt: skip
     code = _run_scoring(
         engine, pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
-        spatial_dir=spatial_dir, workers=workers, options=options, notes=[],
+        spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=[],
     )  # fmt: skip
     raise typer.Exit(code)
 

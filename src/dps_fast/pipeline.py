@@ -7,7 +7,9 @@ file, size mismatch, too small) yields a record with ``error`` set; the run goes
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .engine import Engine
+from .errors import ProviderError
 from .io.decode import (
     ImageDecodeError,
     ResizeSpec,
@@ -26,6 +29,7 @@ from .io.decode import (
     resize_image,
     short_side_size,
 )
+from .io.gpu_decode import BatchDecoder, GpuJpegDecoder
 from .io.heatmap import heatmap_name, save_heatmap
 from .io.pairing import Pair, list_images, pair_dirs, read_pairs_manifest
 
@@ -34,6 +38,9 @@ Record = dict[str, Any]
 # Heatmaps share one fixed scale so they compare across pairs: 0 → black, this and above → white.
 HEATMAP_VMAX = 1.0
 DEFAULT_WINDOW = 64
+DEFAULT_WINDOW_GPU = 128  # GPU decoding: bigger windows, fewer pipeline bubbles between them
+DECODE_MODES = ("auto", "cpu", "gpu")
+log = logging.getLogger("dps_fast.pipeline")
 DEFAULT_FEATURE_CACHE_BYTES = 512 * 1024 * 1024
 
 
@@ -114,8 +121,12 @@ class _Loader:
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.resize.mode == "to-a":
             b_img = resize_image(b_img, (a_img.shape[0], a_img.shape[1]))
-        ha, wa = a_img.shape[:2]
-        hb, wb = b_img.shape[:2]
+        self.check_sizes(a_img.shape[:2], b_img.shape[:2])
+        return a_img, b_img  # uint8 HWC: the engine takes 8-bit images as they are
+
+    def check_sizes(self, a_hw: tuple[int, ...], b_hw: tuple[int, ...]) -> None:
+        """One size on both sides, at least the model's minimum (ValueError says the fix)."""
+        (ha, wa), (hb, wb) = a_hw[:2], b_hw[:2]
         if (ha, wa) != (hb, wb):
             raise ValueError(
                 f"size mismatch: a is {ha}×{wa}, b is {hb}×{wb} (H×W); "
@@ -126,7 +137,6 @@ class _Loader:
             raise ValueError(
                 f"image too small: {ha}×{wa} (H×W), this model needs at least {mh}×{mw}"
             )
-        return a_img, b_img  # uint8 HWC: the engine takes 8-bit images as they are
 
 
 @dataclass
@@ -136,6 +146,25 @@ class _Item:
     b: np.ndarray | None = None
     error: str = ""
     per_tap: np.ndarray | None = None
+
+
+@dataclass
+class _Prepared:
+    """A window after GPU decoding: packed device batches, and the pairs left to the CPU."""
+
+    batches: list[tuple[list[_Item], Any, Any]] = field(default_factory=list)
+    cpu: list[_Item] = field(default_factory=list)
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """A regular file's bytes, or None (the CPU path then reports what is wrong with it)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # never block on a FIFO
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def _describe(e: BaseException) -> str:
@@ -154,8 +183,10 @@ class PairScorer:
         per_layer: bool = False,
         spatial_dir: str | os.PathLike[str] | None = None,
         workers: int | None = None,
-        window: int = DEFAULT_WINDOW,
+        window: int | None = None,
         feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
+        decode: str = "auto",
+        decoder: BatchDecoder | None = None,
     ) -> None:
         self.engine = engine
         self.resize = parse_resize(resize) if isinstance(resize, str) else resize
@@ -169,14 +200,46 @@ class PairScorer:
         if workers is not None and workers < 1:
             raise ValueError(f"expected workers ≥ 1, got {workers}")
         self.workers = workers or default_workers()
-        self.window = max(1, window)
         self.loader = _Loader(self.resize, engine.bundle.min_size)
+        self.decoder, self.decode_mode, self.decode_reason = self._choose_decoder(decode, decoder)
+        log.info("decoding on the %s: %s", self.decode_mode.upper(), self.decode_reason)
+        default = DEFAULT_WINDOW_GPU if self.decoder is not None else DEFAULT_WINDOW
+        self.window = max(1, window or default)
         self.cache = _FeatureCache(feature_cache_bytes)
         self.stats = RunStats()
         self._uses: Counter[Path | None] = Counter()
         self.taps = engine.tap_names
 
     # -- decoding ---------------------------------------------------------------------------
+    def _choose_decoder(
+        self, decode: str, decoder: BatchDecoder | None
+    ) -> tuple[BatchDecoder | None, str, str]:
+        """The batch (GPU) decoder to use, or None for CPU decoding; with the reason."""
+        if decode not in DECODE_MODES:
+            raise ValueError(f"expected decode one of {', '.join(DECODE_MODES)}, got {decode!r}")
+        if decode == "cpu":
+            return None, "cpu", "asked for"
+        if decoder is not None:
+            return decoder, "gpu", f"decoder {type(decoder).__name__} given"
+        why_not = None
+        if self.engine.device != "cuda":
+            why_not = f"the engine runs on {self.engine.device}; GPU decoding needs device='cuda'"
+        elif self.resize.mode != "none":
+            why_not = f"resize {self.resize} runs on the CPU; GPU decoding works with resize 'none'"
+        elif not self.engine.accepts_uint8:
+            why_not = (
+                "the bundle has no @uint8-nhwc graphs; re-export it with "
+                f"`dps-fast export {self.engine.bundle.model} --force`"
+            )
+        if why_not is None:
+            try:
+                return GpuJpegDecoder(), "gpu", "nvImageCodec on the engine's GPU"
+            except ProviderError as e:
+                why_not = str(e)
+        if decode == "gpu":
+            raise ValueError(f"decode='gpu' is not possible: {why_not}; or use decode='cpu'")
+        return None, "cpu", why_not
+
     def _load_window(
         self, pool: ThreadPoolExecutor, items: list[_Item]
     ) -> list[tuple[_Item, Future[np.ndarray] | None, Future[np.ndarray] | None]]:
@@ -224,6 +287,18 @@ class PairScorer:
                     self.cache.put(keys[i], f)
         return [f for f in out if f is not None]
 
+    def _score_batch(self, items: list[_Item], a: Any, b: Any) -> None:
+        """Pair graph on one batch (host arrays or CUDA batches); fills ``per_tap``, maps."""
+        if self.spatial_dir is None:
+            per_tap = self.engine.score(a, b, per_layer=True)
+        else:
+            per_tap, maps = self.engine.score(a, b, spatial=True, per_layer=True)
+            for it, m in zip(items, maps, strict=True):
+                save_heatmap(m, self.spatial_dir / heatmap_name(it.pair.a, it.pair.b),
+                             vmax=HEATMAP_VMAX)  # fmt: skip
+        for it, p in zip(items, per_tap, strict=True):
+            it.per_tap = p
+
     def _run_group(self, items: list[_Item]) -> None:
         """Score pairs of one image size; fills ``per_tap`` (and maps) on each item."""
         shared = any(self._uses[p] > 1 for it in items for p in (it.pair.a_path, it.pair.b_path))
@@ -234,15 +309,7 @@ class PairScorer:
             # recomputing a reused image's trunk. Heatmaps need it too (pair_spatial).
             a = np.stack([it.a for it in items if it.a is not None])
             b = np.stack([it.b for it in items if it.b is not None])
-            if self.spatial_dir is None:
-                per_tap = self.engine.score(a, b, per_layer=True)
-            else:
-                per_tap, maps = self.engine.score(a, b, spatial=True, per_layer=True)
-                for it, m in zip(items, maps, strict=True):
-                    save_heatmap(m, self.spatial_dir / heatmap_name(it.pair.a, it.pair.b),
-                                 vmax=HEATMAP_VMAX)  # fmt: skip
-            for it, p in zip(items, per_tap, strict=True):
-                it.per_tap = p
+            self._score_batch(items, a, b)
             return
         keys: list[Any] = []
         arrays: list[np.ndarray] = []
@@ -303,6 +370,87 @@ class PairScorer:
             rec["id"] = it.pair.id
         return rec
 
+    # -- GPU decoding -------------------------------------------------------------------------
+    def _prepare_gpu(self, pool: ThreadPoolExecutor, items: list[_Item]) -> _Prepared:
+        """Read a window's files, decode the JPEGs on the GPU into batches, the rest on the CPU.
+
+        Runs in the decode thread while the main thread scores the previous window.
+        """
+        assert self.decoder is not None
+        paths = list(dict.fromkeys(
+            p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
+            if p is not None
+        ))  # fmt: skip
+        reads = {p: pool.submit(_read_bytes, p) for p in paths}
+        datas: dict[Path, bytes] = {}
+        for p, f in reads.items():
+            data = f.result()
+            if data is not None and self.decoder.accepts(data):
+                datas[p] = data
+        images: dict[Path, Any] = {}
+        if datas:
+            try:
+                decoded = self.decoder.decode(list(datas.values()))
+                images = {p: im for p, im in zip(datas, decoded, strict=True) if im is not None}
+            except (RuntimeError, ValueError, OSError) as e:
+                log.warning("GPU decoding of a window failed (%s); decoding it on the CPU", e)
+        prep = _Prepared()
+        groups: dict[tuple[int, ...], list[_Item]] = {}
+        for it in items:
+            if it.error:
+                continue
+            ia, ib = images.get(it.pair.a_path), images.get(it.pair.b_path)  # type: ignore[arg-type]
+            if ia is None or ib is None:
+                prep.cpu.append(it)
+                continue
+            try:
+                self.loader.check_sizes(tuple(ia.shape), tuple(ib.shape))
+            except ValueError as e:
+                it.error = _describe(e)
+                continue
+            groups.setdefault(tuple(ia.shape), []).append(it)
+        for shape, group in groups.items():
+            step = self.engine.batch_len(shape[0], shape[1])
+            for s in range(0, len(group), step):
+                chunk = group[s : s + step]
+                try:
+                    a = self.decoder.stack([images[it.pair.a_path] for it in chunk])  # type: ignore[index]
+                    b = self.decoder.stack([images[it.pair.b_path] for it in chunk])  # type: ignore[index]
+                except (RuntimeError, ValueError) as e:
+                    log.warning("GPU batch failed (%s); decoding its pairs on the CPU", e)
+                    prep.cpu.extend(chunk)
+                    continue
+                prep.batches.append((chunk, a, b))
+        images.clear()  # only the packed batches stay on the device
+        if prep.cpu:
+            self._finish_loading(self._load_window(pool, prep.cpu))
+        return prep
+
+    def _run_gpu(self, windows: list[list[_Item]]) -> Iterator[Record]:
+        with (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="dps-fast-read") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="dps-fast-gpu-decode") as dec,
+        ):
+            pending = dec.submit(self._prepare_gpu, pool, windows[0]) if windows else None
+            for k in range(len(windows)):
+                assert pending is not None
+                current = pending
+                if k + 1 < len(windows):
+                    pending = dec.submit(self._prepare_gpu, pool, windows[k + 1])
+                prep = current.result()
+                for chunk, a, b in prep.batches:
+                    try:
+                        self._score_batch(chunk, a, b)
+                    except (ValueError, OSError, RuntimeError) as e:
+                        for it in chunk:
+                            it.error = f"scoring failed: {_describe(e)}"
+                prep.batches.clear()  # frees the device batches
+                self._run_window(prep.cpu)
+                for it in windows[k]:
+                    rec = self._record(it)
+                    it.a = it.b = None
+                    yield rec
+
     def run(self, pairs: Iterable[Pair]) -> Iterator[Record]:
         """Yield one record per pair, in order; decoding of window k+1 overlaps window k."""
         items = [_Item(p, error=p.error) for p in pairs]
@@ -311,6 +459,9 @@ class PairScorer:
             p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
         )
         windows = [items[i : i + self.window] for i in range(0, len(items), self.window)]
+        if self.decoder is not None:
+            yield from self._run_gpu(windows)
+            return
         with ThreadPoolExecutor(self.workers, thread_name_prefix="dps-fast-decode") as pool:
             pending = self._load_window(pool, windows[0]) if windows else []
             for k in range(len(windows)):

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..bundle import Bundle, read_bundle
 from . import distances
+from .cuda import CudaArrayView, cuda_array_view, is_cuda_array, runtime
 from .inputs import ImageLike, check_min_size, image_hw, pair_batches, to_batch
 from .session import DEVICES, available_providers, make_session
 
@@ -134,6 +135,11 @@ class Engine:
         }
 
     @property
+    def accepts_uint8(self) -> bool:
+        """Whether the bundle has ``@uint8-nhwc`` graphs (8-bit NHWC input as it is)."""
+        return self._u8
+
+    @property
     def tap_names(self) -> list[str]:
         return [t.name for t in self.bundle.taps]
 
@@ -147,7 +153,13 @@ class Engine:
     def features(
         self, x: ImageLike, *, value_range: tuple[float, float] = (0.0, 1.0)
     ) -> list[np.ndarray]:
-        """Tap features of images: a list of K float32 host arrays [N, C_k, h_k, w_k]."""
+        """Tap features of images: a list of K float32 host arrays [N, C_k, h_k, w_k].
+
+        ``x`` may also be a CUDA array (``__cuda_array_interface__``) on a ``cuda`` engine.
+        """
+        if is_cuda_array(x):
+            (v,) = self._device_views({"image": x}, value_range)
+            return self._run_device("trunk", {"image": v})
         batch = to_batch(x, value_range, keep_uint8=self._u8)
         if batch.shape[0] == 0:
             raise ValueError("expected at least one image, got an empty batch")
@@ -197,13 +209,17 @@ class Engine:
     ) -> Any:
         """Distances between a and b: float32 (N,); (N, K) with per_layer; (N, H, W) with spatial.
 
-        With both ``spatial`` and ``per_layer`` it returns ``(per_layer, map)``.
+        With both ``spatial`` and ``per_layer`` it returns ``(per_layer, map)``. On a ``cuda``
+        engine, ``a`` and ``b`` may be CUDA arrays (CuPy, torch, :class:`DeviceBatch` …): uint8
+        (N, H, W, 3) or float32 (N, 3, H, W) in [0, 1]; they are read in place, not copied.
         """
         if spatial and not self.bundle.has_graph("pair_spatial"):
             raise ValueError(
                 f"spatial=True needs an LPIPS-family model; {self.bundle.model} "
                 f"({self.bundle.head}) has no spatial map"
             )
+        if is_cuda_array(a) or is_cuda_array(b):
+            return self._score_device(a, b, spatial, per_layer, value_range)
         ba, bb, n = pair_batches(
             to_batch(a, value_range, keep_uint8=self._u8),
             to_batch(b, value_range, keep_uint8=self._u8),
@@ -229,6 +245,92 @@ class Engine:
                     maps[i:j] = out[1][:, 0]
         if spatial:
             assert maps is not None
+            return (per_tap, maps) if per_layer else maps
+        return per_tap if per_layer else distances.reduce_taps(per_tap, self.bundle.reduce)
+
+    # -- CUDA arrays ------------------------------------------------------------------------
+    def _device_views(
+        self, arrays: dict[str, Any], value_range: tuple[float, float]
+    ) -> list[CudaArrayView]:
+        """Check CUDA array inputs (device, dtype, layout, size) and return their views."""
+        if self.device != "cuda":
+            raise ValueError(
+                "CUDA arrays (objects with __cuda_array_interface__) need an engine on "
+                f"device='cuda'; this engine runs on {self.device}: pass host arrays instead"
+            )
+        if tuple(value_range) != (0.0, 1.0):
+            raise ValueError(
+                "expected value_range (0, 1) for CUDA arrays (they are read in place, not "
+                "rescaled): pass uint8 (N, H, W, 3) or float32 (N, 3, H, W) in [0, 1]"
+            )
+        views = []
+        for name, x in arrays.items():
+            if not is_cuda_array(x):
+                raise TypeError(
+                    f"expected {name} a CUDA array like the other input, got "
+                    f"{type(x).__name__}: pass both sides on the device or both on the host"
+                )
+            v = cuda_array_view(x, name)
+            shape = v.shape
+            if len(shape) == 3:  # one image
+                shape = (1, *shape)
+            ok = len(shape) == 4 and (
+                (v.dtype == np.uint8 and shape[3] == 3) or (v.dtype == np.float32 and shape[1] == 3)
+            )
+            if not ok:
+                raise ValueError(
+                    f"expected CUDA array {name} uint8 (N, H, W, 3) or float32 (N, 3, H, W), "
+                    f"got {v.dtype} {v.shape}"
+                )
+            if v.dtype == np.uint8 and not self._u8:
+                raise ValueError(
+                    f"this bundle has no @uint8-nhwc graphs for uint8 CUDA arrays: re-export "
+                    f"with `dps-fast export {self.bundle.model} --force`, or pass float32 NCHW"
+                )
+            views.append(CudaArrayView(v.ptr, shape, v.dtype, v.stream))
+        if len({(v.shape, v.dtype) for v in views}) > 1:
+            raise ValueError(
+                "expected CUDA arrays of one dtype and shape on both sides, got "
+                + " and ".join(f"{v.dtype} {v.shape}" for v in views)
+            )
+        hw = views[0].shape[1:3] if views[0].dtype == np.uint8 else views[0].shape[2:4]
+        check_min_size((int(hw[0]), int(hw[1])), self.bundle.min_size)
+        rt = runtime()
+        for v in views:  # __cuda_array_interface__ v3: wait for the producer's stream
+            if v.stream is not None:
+                rt.synchronize(v.stream)
+        return views
+
+    def _run_device(self, role: str, views: dict[str, CudaArrayView]) -> list[np.ndarray]:
+        """Run ``role`` on CUDA arrays bound in place, in pixel-budget chunks; host outputs."""
+        first = next(iter(views.values()))
+        u8 = first.dtype == np.uint8
+        h, w = first.shape[1:3] if u8 else first.shape[2:4]
+        n = first.shape[0]
+        step = self.batch_len(int(h), int(w))
+        per_image = first.nbytes // max(1, n)
+        sess, _ = self._session(role, u8)
+        parts: list[list[np.ndarray]] = []
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            io = sess.io_binding()
+            for name, v in views.items():
+                shape = [j - i, *v.shape[1:]]
+                io.bind_input(name, "cuda", 0, v.dtype.type, shape, v.ptr + i * per_image)
+            for out in sess.get_outputs():
+                io.bind_output(out.name, "cpu")
+            sess.run_with_iobinding(io)
+            parts.append(list(io.copy_outputs_to_cpu()))
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+    def _score_device(
+        self, a: Any, b: Any, spatial: bool, per_layer: bool, value_range: tuple[float, float]
+    ) -> Any:
+        va, vb = self._device_views({"a": a, "b": b}, value_range)
+        out = self._run_device("pair_spatial" if spatial else "pair", {"a": va, "b": vb})
+        per_tap = out[0]
+        if spatial:
+            maps = out[1][:, 0]
             return (per_tap, maps) if per_layer else maps
         return per_tap if per_layer else distances.reduce_taps(per_tap, self.bundle.reduce)
 

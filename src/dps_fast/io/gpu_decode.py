@@ -1,0 +1,141 @@
+"""JPEG decoding on the GPU with nvImageCodec, into batches that stay in CUDA memory.
+
+The folder pipeline reads file bytes in threads, asks :meth:`accepts` which files this decoder
+takes, decodes those in one batch call (:meth:`decode`), and packs images of one size into a
+uint8 (N, H, W, 3) :class:`~dps_fast.engine.cuda.DeviceBatch` (:meth:`stack`) that the engine
+binds to the ``@uint8-nhwc`` graphs by pointer. Whatever this decoder refuses (PNG and other
+formats, JPEGs with an ICC profile or CMYK, over the pixel limit, or broken) goes to the CPU
+decoder in the same run, so results match the CPU path up to JPEG decoder rounding.
+
+nvImageCodec (``nvidia-nvimgcodec-cu13`` with ``nvidia-nvjpeg``, the ``[gpu]`` extra) is
+imported only when a decoder is made.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any, Protocol
+
+from .decode import _max_pixels
+
+log = logging.getLogger("dps_fast.io")
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_ICC_MARKER = b"ICC_PROFILE\x00"
+_HEADER_SCAN = 1 << 18  # APPn segments (EXIF, ICC) come before the image data
+
+
+class BatchDecoder(Protocol):
+    """What the folder pipeline needs from a batch decoder (the GPU one, or a test double)."""
+
+    def accepts(self, data: bytes) -> bool:
+        """Whether this decoder takes the file (else it is decoded on the CPU)."""
+        ...
+
+    def decode(self, datas: list[bytes]) -> list[Any | None]:
+        """Decoded images (objects with ``.shape == (H, W, 3)``), None where decoding failed."""
+        ...
+
+    def stack(self, images: list[Any]) -> Any:
+        """Images of one size as one uint8 (N, H, W, 3) batch the engine accepts."""
+        ...
+
+
+def import_nvimgcodec() -> Any:
+    from ..errors import ProviderError
+
+    try:
+        nvimgcodec = importlib.import_module("nvidia.nvimgcodec")
+    except ImportError:
+        raise ProviderError(
+            "GPU decoding needs nvImageCodec: pip install 'dps-fast[gpu]' (it brings "
+            "nvidia-nvimgcodec-cu13 and nvidia-nvjpeg), or decode on the CPU (--decode cpu)"
+        ) from None
+    return nvimgcodec
+
+
+def is_plain_jpeg(data: bytes) -> bool:
+    """A JPEG without an embedded ICC profile (those are colour-managed on the CPU path)."""
+    return data[:3] == _JPEG_MAGIC and _ICC_MARKER not in data[:_HEADER_SCAN]
+
+
+class GpuJpegDecoder:
+    """Batch JPEG decoding into CUDA memory (nvImageCodec: nvJPEG, hardware decoder if any).
+
+    EXIF orientation is applied and grey JPEGs become RGB, as on the CPU path. Chroma is
+    upsampled with libjpeg's "fancy" filter, as Pillow does.
+    """
+
+    def __init__(self, device_id: int = 0, max_pixels: int | None = None) -> None:
+        from ..engine.cuda import runtime
+
+        n = import_nvimgcodec()
+        self._n = n
+        self.device_id = device_id
+        self.max_pixels = _max_pixels(max_pixels)
+        self._rt = runtime()
+        self._stream = self._rt.stream_create()
+        try:
+            self._decoder = n.Decoder(device_id=device_id, options=":fancy_upsampling=1")
+        except RuntimeError as e:
+            from ..errors import ProviderError
+
+            raise ProviderError(
+                f"nvImageCodec could not start a GPU decoder on device {device_id} ({e}); "
+                "check `nvidia-smi`, or decode on the CPU (--decode cpu)"
+            ) from None
+        self._params = n.DecodeParams(
+            apply_exif_orientation=True,
+            color_spec=n.ColorSpec.SRGB,
+            allow_any_depth=False,
+            sample_format=n.SampleFormat.I_RGB,
+        )
+
+    def accepts(self, data: bytes) -> bool:
+        if not is_plain_jpeg(data):
+            return False
+        try:
+            cs = self._n.CodeStream(data)
+        except RuntimeError:  # unreadable header: the CPU path says what is wrong
+            return False
+        return (
+            cs.codec_name == "jpeg"
+            and cs.num_channels in (1, 3)
+            and 0 < cs.height * cs.width <= self.max_pixels
+        )
+
+    def decode(self, datas: list[bytes]) -> list[Any | None]:
+        if not datas:
+            return []
+        streams = [self._n.CodeStream(d) for d in datas]
+        images = self._decoder.decode(streams, params=self._params, cuda_stream=self._stream)
+        return [
+            im if im is not None and len(im.shape) == 3 and im.shape[2] == 3 else None
+            for im in images
+        ]
+
+    def stack(self, images: list[Any]) -> Any:
+        from ..engine.cuda import DeviceBatch
+
+        h, w = int(images[0].shape[0]), int(images[0].shape[1])
+        batch = DeviceBatch((len(images), h, w, 3), device_id=self.device_id)
+        row, size = w * 3, h * w * 3
+        waited: set[int] = set()
+        for i, im in enumerate(images):
+            cai = im.__cuda_array_interface__
+            if tuple(cai["shape"]) != (h, w, 3) or cai["typestr"] != "|u1":
+                raise ValueError(f"expected decoded images of {(h, w, 3)} uint8, got {cai}")
+            stream = cai.get("stream")
+            if stream is not None and stream != self._stream and stream not in waited:
+                self._rt.synchronize(int(stream))
+                waited.add(stream)
+            strides = cai.get("strides")
+            pitch = int(strides[0]) if strides else row
+            src = int(cai["data"][0])
+            self._rt.copy_2d(batch.ptr + i * size, row, src, pitch, row, h, self._stream)
+        self._rt.synchronize(self._stream)  # the batch is complete before ONNX Runtime reads it
+        return batch
+
+    def close(self) -> None:
+        self._rt.stream_destroy(self._stream)
