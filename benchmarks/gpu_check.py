@@ -81,7 +81,7 @@ def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def bench_case(net, h, w, n, eng, eng16, weights, dev, tdev, sync, args) -> dict:
+def bench_case(net, h, w, n, eng, eng16, eng16n, weights, dev, tdev, sync, args) -> dict:
     """pairs/s of each contender on one case, interleaved."""
     import onnxruntime as ort
 
@@ -89,14 +89,18 @@ def bench_case(net, h, w, n, eng, eng16, weights, dev, tdev, sync, args) -> dict
     a8 = (a * 255).round().astype(np.uint8).transpose(0, 2, 3, 1).copy()
     b8 = (b * 255).round().astype(np.uint8).transpose(0, 2, 3, 1).copy()
     ta, tb = torch.from_numpy(a).to(tdev), torch.from_numpy(b).to(tdev)
+    ta8, tb8 = torch.from_numpy(a8).to(tdev), torch.from_numpy(b8).to(tdev)
     ref = lpips_ref(net, weights, str(tdev))
     ref16 = lpips_ref(net, weights, str(tdev)).half()
     ta16, tb16 = ta.half(), tb.half()
-    sess, _ = eng._session("pair")
-    io = sess.io_binding()
-    io.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, dev, 0))
-    io.bind_ortvalue_input("b", ort.OrtValue.ortvalue_from_numpy(b, dev, 0))
-    io.bind_output("per_tap", dev)
+
+    def bound(engine):  # the pair graph with float inputs and the output on the device
+        sess, _ = engine._session("pair")
+        io = sess.io_binding()
+        io.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, dev, 0))
+        io.bind_ortvalue_input("b", ort.OrtValue.ortvalue_from_numpy(b, dev, 0))
+        io.bind_output("per_tap", dev)
+        return lambda: timed(lambda: sess.run_with_iobinding(io), io.synchronize_outputs)
 
     def t_fp32() -> None:
         with torch.inference_mode():
@@ -106,36 +110,122 @@ def bench_case(net, h, w, n, eng, eng16, weights, dev, tdev, sync, args) -> dict
         with torch.inference_mode():
             ref16(ta16, tb16, normalize=True)
 
-    def on_device() -> None:
-        sess.run_with_iobinding(io)
-
     contenders = {
         "torch fp32": lambda: timed(t_fp32, sync),
         "torch fp16": lambda: timed(t_fp16, sync),
-        "engine f32 host": lambda: timed(lambda: eng.score(a, b), lambda: None),
-        "engine u8 host": lambda: timed(lambda: eng.score(a8, b8), lambda: None),
-        "engine f32 on-device": lambda: timed(on_device, io.synchronize_outputs),
+        "engine f32 u8 host": lambda: timed(lambda: eng.score(a8, b8), lambda: None),
+        "engine f32 on-device": bound(eng),
+        "engine fp16 on-device": bound(eng16),
+        "engine fp16 nhwc on-device": bound(eng16n),
+        # the public API on device tensors: uint8 CUDA arrays bound in place, scores to host
+        "engine fp16 cuda-u8 API": lambda: timed(lambda: eng16.score(ta8, tb8), lambda: None),
     }
-    sess16, _ = eng16._session("pair")
-    io16 = sess16.io_binding()
-    io16.bind_ortvalue_input("a", ort.OrtValue.ortvalue_from_numpy(a, dev, 0))
-    io16.bind_ortvalue_input("b", ort.OrtValue.ortvalue_from_numpy(b, dev, 0))
-    io16.bind_output("per_tap", dev)
-    contenders["engine fp16 u8 host"] = lambda: timed(lambda: eng16.score(a8, b8), lambda: None)
-    contenders["engine fp16 on-device"] = lambda: timed(
-        lambda: sess16.run_with_iobinding(io16), io16.synchronize_outputs
-    )
     med = interleaved(contenders, 2 if args.dry_run else args.rounds)
     row: dict = {"case": f"{net} {h}x{w} x{n}"}
     row.update({k: n / v for k, v in med.items()})
     return row
 
 
+def end_to_end(root, eng16, eng32, dry, args, tdev, sync) -> dict:
+    """``score`` on a generated JPEG folder pair: CPU decode vs GPU decode vs pre-decoded."""
+    import traceback
+
+    from PIL import Image
+
+    from dps_fast.io.decode import decode_image
+    from dps_fast.pipeline import score_dirs
+
+    out: dict = {}
+    npairs = 8 if dry else args.e2e_pairs
+    eh, ew = (96, 128) if dry else (768, 1024)
+    da, db = root / "A", root / "B"
+    da.mkdir()
+    db.mkdir()
+    base_a, base_b = distortion_pairs(8, eh, ew, seed=9)
+
+    def write(i: int) -> None:
+        for arr, d in ((base_a[i % 8], da), (base_b[i % 8], db)):
+            img = (np.roll(arr, 7 * i, axis=2).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+            Image.fromarray(img).save(d / f"{i:05d}.jpg", quality=90)
+
+    workers = os.cpu_count() or 4
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(write, range(npairs)))
+    files = sorted(da.iterdir()) + sorted(db.iterdir())
+    mb = sum(f.stat().st_size for f in files) / len(files) / 1e6
+    log(f"e2e folder: {npairs} pairs of {ew}x{eh} JPEG (q90, {mb:.2f} MB each)")
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(decode_image, files))
+    out["CPU decode only, pairs/s"] = npairs / (time.perf_counter() - t0)
+
+    def e2e(engine, decode: str) -> tuple[float, list]:
+        rates, recs = [], []
+        for _ in range(1 if dry else 3):  # the first run also pays warm-up for new shapes
+            t0 = time.perf_counter()
+            recs = list(score_dirs(da, db, engine=engine, workers=workers, decode=decode))
+            rates.append(npairs / (time.perf_counter() - t0))
+            errs = [r for r in recs if r["error"]]
+            assert not errs, errs[:2]
+        log(f"  e2e {decode} decode, {engine.precision}: runs {[round(r) for r in rates]} pairs/s")
+        return max(rates), recs
+
+    cpu_rate, cpu_recs = e2e(eng16, "cpu")
+    out["e2e score fp16, CPU decode, pairs/s"] = cpu_rate
+    out["  = of CPU decode-bound"] = f"{cpu_rate / out['CPU decode only, pairs/s']:.0%}"
+    if dry:
+        return out
+    step = eng16.batch_len(eh, ew)
+    try:  # pre-decoded device tensors of the same shapes: the engine's own ceiling here
+        imgs = [decode_image(f) for f in files[: 2 * 8]]
+        ua = np.stack([imgs[i % 8] for i in range(step)])
+        ub = np.stack([imgs[8 + i % 8] for i in range(step)])
+        ta, tb = torch.from_numpy(ua).to(tdev), torch.from_numpy(ub).to(tdev)
+        pre = step / timed(lambda: eng16.score(ta, tb), lambda: None, min_s=1.0)
+        out[f"engine fp16 on pre-decoded device uint8 (batches of {step}), pairs/s"] = pre
+    except Exception:
+        traceback.print_exc()
+        pre = float("nan")
+    try:
+        from dps_fast.io.gpu_decode import GpuJpegDecoder
+
+        dec = GpuJpegDecoder()
+        datas = [f.read_bytes() for f in files]
+        assert all(dec.accepts(d) for d in datas[:4])
+        got = dec.decode(datas[:16])
+        diffs = [
+            int(np.abs(np.asarray(g.cpu()).astype(int) - decode_image(f)).max()) if g else -1
+            for g, f in zip(got, files[:16], strict=True)
+        ]
+        out["GPU vs Pillow decode, max pixel |Δ| (16 images)"] = max(diffs)
+        for _ in range(2):
+            t0 = time.perf_counter()
+            for i in range(0, len(datas), 2 * step):
+                ims = dec.decode(datas[i : i + 2 * step])
+                dec.stack(ims)
+            gpu_dec = npairs / (time.perf_counter() - t0)
+        out[f"GPU decode + pack only (batches of {2 * step}), pairs/s"] = gpu_dec
+    except Exception:
+        traceback.print_exc()
+    try:
+        gpu_rate, gpu_recs = e2e(eng16, "gpu")
+        out["e2e score fp16, GPU decode, pairs/s"] = gpu_rate
+        out["  = of engine on pre-decoded"] = f"{gpu_rate / pre:.0%}"
+        d = [abs(c["score"] - g["score"]) for c, g in zip(cpu_recs, gpu_recs, strict=True)]
+        rel = max(x / max(c["score"], 1e-12) for x, c in zip(d, cpu_recs, strict=True))
+        out["scores GPU vs CPU decode, max |Δ|"] = f"{max(d):.3g} (relative {rel:.3g})"
+        gpu32, _ = e2e(eng32, "gpu")
+        out["e2e score fp32, GPU decode, pairs/s"] = gpu32
+    except Exception:
+        traceback.print_exc()
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dry-run", action="store_true", help="tiny CPU run to check the script")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--e2e-pairs", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--e2e-pairs", type=int, default=512)
     args = ap.parse_args()
     dry = args.dry_run
     dev = "cpu" if dry else "cuda"
@@ -157,6 +247,11 @@ def main() -> int:
         log(f"exported lpips-{net} in {time.perf_counter() - t0:.1f} s")
     engines = {n: Engine(b, device=dev) for n, b in bundles.items()}
     engines16 = {n: Engine(b, device=dev, precision="fp16") for n, b in bundles.items()}
+    os.environ["DPS_FAST_CUDA_PREFER_NHWC"] = "1"  # read when a session is made
+    engines16n = {n: Engine(b, device=dev, precision="fp16") for n, b in bundles.items()}
+    for e in engines16n.values():
+        e._session("pair"), e._session("pair", True)
+    del os.environ["DPS_FAST_CUDA_PREFER_NHWC"]
     for n, e in engines.items():
         log(f"engine {n}: device {e.device}, providers {e.info['providers']}")
 
@@ -212,55 +307,24 @@ def main() -> int:
     cases = [(n, 64, 64, 4) for n in ("alex", "squeeze")] if dry else CASES
     for net, h, w, n in cases:
         row = bench_case(
-            net, h, w, n, engines[net], engines16[net], weights[net], dev, tdev, sync, args
+            net,
+            h,
+            w,
+            n,
+            engines[net],
+            engines16[net],
+            engines16n[net],
+            weights[net],
+            dev,
+            tdev,
+            sync,
+            args,
         )
         rows.append(row)
         log("  ".join(f"{k}: {v:.0f}" if isinstance(v, float) else v for k, v in row.items()))
 
-    # ---- end to end: dps-fast score on a JPEG folder pair, CPU decode --------------------
-    from PIL import Image
-
-    from dps_fast.io.decode import decode_image
-    from dps_fast.pipeline import score_dirs
-
-    npairs = 8 if dry else args.e2e_pairs
-    eh, ew = (96, 128) if dry else (768, 1024)
-    da, db = root / "A", root / "B"
-    da.mkdir()
-    db.mkdir()
-    base_a, base_b = distortion_pairs(8, eh, ew, seed=9)
-
-    def write(i: int) -> None:
-        for arr, d in ((base_a[i % 8], da), (base_b[i % 8], db)):
-            img = (np.roll(arr, i, axis=2).transpose(1, 2, 0) * 255).round().astype(np.uint8)
-            Image.fromarray(img).save(d / f"{i:05d}.jpg", quality=90)
-
-    workers = os.cpu_count() or 4
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(write, range(npairs)))
-    files = sorted(da.iterdir()) + sorted(db.iterdir())
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(decode_image, files))
-    decode_rate = npairs / (time.perf_counter() - t0)  # pairs/s (two images per pair)
-    e2e = []
-    for _ in range(2):  # the first run also pays session warm-up for new shapes
-        t0 = time.perf_counter()
-        recs = list(score_dirs(da, db, engine=engines16["alex"], workers=workers))
-        assert all(not r["error"] for r in recs), recs[:2]
-        e2e.append(npairs / (time.perf_counter() - t0))
-    best = max(e2e)
-    imgs = [decode_image(f) for f in files[:16]]
-    ua, ub = np.stack(imgs[:8]), np.stack(imgs[8:16])
-    step = engines16["alex"].batch_len(eh, ew)
-    ua = np.concatenate([ua] * max(1, step // 8))[:step]
-    ub = np.concatenate([ub] * max(1, step // 8))[:step]
-    pre = len(ua) / timed(lambda: engines16["alex"].score(ua, ub), lambda: None)
-    log(
-        f"e2e {npairs} JPEG pairs {ew}x{eh}: decode-only {decode_rate:.0f} pairs/s "
-        f"({workers} threads), score {best:.0f} pairs/s = {best / decode_rate:.0%} of "
-        f"decode-bound; engine on pre-decoded uint8 batches {pre:.0f} pairs/s"
-    )
+    # ---- end to end: dps-fast score on a JPEG folder pair, CPU and GPU decode ---------------
+    e2e = end_to_end(root, engines16["alex"], engines["alex"], dry, args, tdev, sync)
 
     # ---- table last --------------------------------------------------------------------------
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -271,8 +335,8 @@ def main() -> int:
             "-" if k not in r else r[k] if isinstance(r[k], str) else f"{r[k]:,.0f}" for k in keys
         ]
         log(" | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
-    log(f"end-to-end score (lpips-alex fp16, CPU decode, {ew}x{eh} JPEG): {best:.0f} pairs/s; "
-        f"decode-bound {decode_rate:.0f} pairs/s")  # fmt: skip
+    for k, v in e2e.items():
+        log(f"{k}: {v:,.4g}" if isinstance(v, float) else f"{k}: {v}")
     if failures:
         log("PARITY FAILURES: " + "; ".join(failures))
         return 1

@@ -54,6 +54,7 @@ def _cuda_options() -> dict[str, str]:
 
     HEURISTIC (default) costs nothing per new input shape; EXHAUSTIVE benchmarks every
     convolution for each new shape (slow first batches, sometimes faster steady state).
+    ``DPS_FAST_CUDA_PREFER_NHWC=1`` asks for channels-last kernels.
     """
     algo = os.environ.get("DPS_FAST_CUDNN_ALGO_SEARCH", "HEURISTIC").upper()
     if algo not in CUDNN_ALGO_SEARCH:
@@ -61,7 +62,13 @@ def _cuda_options() -> dict[str, str]:
             f"expected DPS_FAST_CUDNN_ALGO_SEARCH one of {', '.join(CUDNN_ALGO_SEARCH)}, "
             f"got {algo!r}"
         )
-    return {"cudnn_conv_algo_search": algo, "do_copy_in_default_stream": "1"}
+    opts = {"cudnn_conv_algo_search": algo, "do_copy_in_default_stream": "1"}
+    nhwc = os.environ.get("DPS_FAST_CUDA_PREFER_NHWC", "0").strip()
+    if nhwc not in ("0", "1"):
+        raise ValueError(f"expected DPS_FAST_CUDA_PREFER_NHWC 0 or 1, got {nhwc!r}")
+    if nhwc == "1":  # channels-last convolutions (tensor-core friendly in fp16)
+        opts["prefer_nhwc"] = "1"
+    return opts
 
 
 def make_session(path: Path, device: str, threads: int | None) -> tuple[Any, str]:
