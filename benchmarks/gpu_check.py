@@ -81,7 +81,7 @@ def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def bench_case(net, h, w, n, eng, eng16, eng16n, weights, dev, tdev, sync, args) -> dict:
+def bench_case(net, h, w, n, eng, eng32n, eng16c, eng16, weights, dev, tdev, sync, args) -> dict:
     """pairs/s of each contender on one case, interleaved."""
     import onnxruntime as ort
 
@@ -113,10 +113,10 @@ def bench_case(net, h, w, n, eng, eng16, eng16n, weights, dev, tdev, sync, args)
     contenders = {
         "torch fp32": lambda: timed(t_fp32, sync),
         "torch fp16": lambda: timed(t_fp16, sync),
-        "engine f32 u8 host": lambda: timed(lambda: eng.score(a8, b8), lambda: None),
         "engine f32 on-device": bound(eng),
-        "engine fp16 on-device": bound(eng16),
-        "engine fp16 nhwc on-device": bound(eng16n),
+        "engine f32 nhwc on-device": bound(eng32n),
+        "engine fp16 nchw on-device": bound(eng16c),
+        "engine fp16 on-device": bound(eng16),  # the default: NHWC convolutions
         # the public API on device tensors: uint8 CUDA arrays bound in place, scores to host
         "engine fp16 cuda-u8 API": lambda: timed(lambda: eng16.score(ta8, tb8), lambda: None),
     }
@@ -133,7 +133,6 @@ def end_to_end(root, eng16, eng32, dry, args, tdev, sync) -> dict:
     from PIL import Image
 
     from dps_fast.io.decode import decode_image
-    from dps_fast.pipeline import score_dirs
 
     out: dict = {}
     npairs = 8 if dry else args.e2e_pairs
@@ -159,15 +158,22 @@ def end_to_end(root, eng16, eng32, dry, args, tdev, sync) -> dict:
         list(pool.map(decode_image, files))
     out["CPU decode only, pairs/s"] = npairs / (time.perf_counter() - t0)
 
-    def e2e(engine, decode: str) -> tuple[float, list]:
-        rates, recs = [], []
+    def e2e(engine, decode: str, label: str = "") -> tuple[float, list]:
+        from dps_fast.io.pairing import pair_dirs
+        from dps_fast.pipeline import PairScorer
+
+        rates, recs, timings = [], [], {}
         for _ in range(1 if dry else 3):  # the first run also pays warm-up for new shapes
             t0 = time.perf_counter()
-            recs = list(score_dirs(da, db, engine=engine, workers=workers, decode=decode))
+            scorer = PairScorer(engine, workers=workers, decode=decode)
+            recs = list(scorer.run(pair_dirs(da, db).pairs))
             rates.append(npairs / (time.perf_counter() - t0))
             errs = [r for r in recs if r["error"]]
             assert not errs, errs[:2]
-        log(f"  e2e {decode} decode, {engine.precision}: runs {[round(r) for r in rates]} pairs/s")
+            timings = scorer.timings
+        log(f"  e2e {decode} decode {label}, {engine.precision}: runs "
+            f"{[round(r) for r in rates]} pairs/s; last run's stages (s): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in timings.items()))  # fmt: skip
         return max(rates), recs
 
     cpu_rate, cpu_recs = e2e(eng16, "cpu")
@@ -214,8 +220,30 @@ def end_to_end(root, eng16, eng32, dry, args, tdev, sync) -> dict:
         d = [abs(c["score"] - g["score"]) for c, g in zip(cpu_recs, gpu_recs, strict=True)]
         rel = max(x / max(c["score"], 1e-12) for x, c in zip(d, cpu_recs, strict=True))
         out["scores GPU vs CPU decode, max |Δ|"] = f"{max(d):.3g} (relative {rel:.3g})"
+        os.environ["DPS_FAST_GPU_DECODE_REUSE"] = "1"
+        import dps_fast.io.gpu_decode as gd
+
+        gd._shared.clear()  # a decoder that recycles image buffers
+        reuse, _ = e2e(eng16, "gpu", "(image buffers reused)")
+        out["e2e score fp16, GPU decode reusing buffers, pairs/s"] = reuse
+        del os.environ["DPS_FAST_GPU_DECODE_REUSE"]
+        gd._shared.clear()
         gpu32, _ = e2e(eng32, "gpu")
         out["e2e score fp32, GPU decode, pairs/s"] = gpu32
+    except Exception:
+        traceback.print_exc()
+    try:  # the command line as a user runs it: a whole process, start-up included
+        import subprocess
+
+        cmd = [sys.executable, "-c", "from dps_fast.cli import main; main()", "score",
+               str(da), str(db), "-m", str(root / "alex"), "--precision", "fp16",
+               "--decode", "gpu", "-o", str(root / "cli.csv")]  # fmt: skip
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        wall = time.perf_counter() - t0
+        summary = [ln for ln in res.stderr.splitlines() if "pairs/s" in ln or "summary" in ln]
+        log(f"  CLI: exit {res.returncode}, {wall:.1f} s wall for {npairs} pairs; {summary}")
+        out["CLI dps-fast score --decode gpu fp16: process wall s"] = wall
     except Exception:
         traceback.print_exc()
     return out
@@ -247,11 +275,16 @@ def main() -> int:
         log(f"exported lpips-{net} in {time.perf_counter() - t0:.1f} s")
     engines = {n: Engine(b, device=dev) for n, b in bundles.items()}
     engines16 = {n: Engine(b, device=dev, precision="fp16") for n, b in bundles.items()}
-    os.environ["DPS_FAST_CUDA_PREFER_NHWC"] = "1"  # read when a session is made
-    engines16n = {n: Engine(b, device=dev, precision="fp16") for n, b in bundles.items()}
-    for e in engines16n.values():
-        e._session("pair"), e._session("pair", True)
-    del os.environ["DPS_FAST_CUDA_PREFER_NHWC"]
+
+    def with_layout(nhwc: str, precision: str) -> dict:
+        os.environ["DPS_FAST_CUDA_PREFER_NHWC"] = nhwc  # read when a session is made
+        out = {n: Engine(b, device=dev, precision=precision) for n, b in bundles.items()}
+        for e in out.values():
+            e._session("pair"), e._session("pair", True)
+        del os.environ["DPS_FAST_CUDA_PREFER_NHWC"]
+        return out
+
+    engines32n, engines16c = with_layout("1", "fp32"), with_layout("0", "fp16")
     for n, e in engines.items():
         log(f"engine {n}: device {e.device}, providers {e.info['providers']}")
 
@@ -306,20 +339,8 @@ def main() -> int:
     rows = []
     cases = [(n, 64, 64, 4) for n in ("alex", "squeeze")] if dry else CASES
     for net, h, w, n in cases:
-        row = bench_case(
-            net,
-            h,
-            w,
-            n,
-            engines[net],
-            engines16[net],
-            engines16n[net],
-            weights[net],
-            dev,
-            tdev,
-            sync,
-            args,
-        )
+        engs = (engines[net], engines32n[net], engines16c[net], engines16[net])
+        row = bench_case(net, h, w, n, *engs, weights[net], dev, tdev, sync, args)
         rows.append(row)
         log("  ".join(f"{k}: {v:.0f}" if isinstance(v, float) else v for k, v in row.items()))
 

@@ -205,3 +205,16 @@ def test_cuda_array_view_refuses_strided() -> None:
         cuda_array_view(x, "a")
     v = cuda_array_view(FakeCudaArray((2, 4, 4, 3), strides=(48, 12, 3, 1)), "a")
     assert v.ptr == 0x1000 and v.shape == (2, 4, 4, 3) and v.nbytes == 96
+
+
+def test_cuda_provider_options(monkeypatch) -> None:
+    from dps_fast.engine.session import _cuda_options
+
+    monkeypatch.delenv("DPS_FAST_CUDA_PREFER_NHWC", raising=False)
+    assert "prefer_nhwc" not in _cuda_options()
+    assert _cuda_options(prefer_nhwc=True)["prefer_nhwc"] == "1"
+    monkeypatch.setenv("DPS_FAST_CUDA_PREFER_NHWC", "0")
+    assert "prefer_nhwc" not in _cuda_options(prefer_nhwc=True)
+    monkeypatch.setenv("DPS_FAST_CUDA_PREFER_NHWC", "yes")
+    with pytest.raises(ValueError, match="DPS_FAST_CUDA_PREFER_NHWC 0 or 1"):
+        _cuda_options()

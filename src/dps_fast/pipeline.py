@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections import Counter, OrderedDict
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from .io.decode import (
     resize_image,
     short_side_size,
 )
-from .io.gpu_decode import BatchDecoder, GpuJpegDecoder
+from .io.gpu_decode import BatchDecoder, shared_gpu_decoder
 from .io.heatmap import heatmap_name, save_heatmap
 from .io.pairing import Pair, list_images, pair_dirs, read_pairs_manifest
 
@@ -38,7 +39,10 @@ Record = dict[str, Any]
 # Heatmaps share one fixed scale so they compare across pairs: 0 → black, this and above → white.
 HEATMAP_VMAX = 1.0
 DEFAULT_WINDOW = 64
-DEFAULT_WINDOW_GPU = 128  # GPU decoding: bigger windows, fewer pipeline bubbles between them
+# GPU decoding: windows of ~2 batches at 1024×768, prepared up to GPU_PREFETCH windows ahead,
+# so that scoring starts soon and the decoder never waits for a whole window to be scored.
+DEFAULT_WINDOW_GPU = 48
+GPU_PREFETCH = 2
 DECODE_MODES = ("auto", "cpu", "gpu")
 log = logging.getLogger("dps_fast.pipeline")
 DEFAULT_FEATURE_CACHE_BYTES = 512 * 1024 * 1024
@@ -201,6 +205,8 @@ class PairScorer:
             raise ValueError(f"expected workers ≥ 1, got {workers}")
         self.workers = workers or default_workers()
         self.loader = _Loader(self.resize, engine.bundle.min_size)
+        # Seconds per stage (GPU decoding path); stages in other threads overlap the scoring.
+        self.timings: dict[str, float] = {}
         self.decoder, self.decode_mode, self.decode_reason = self._choose_decoder(decode, decoder)
         log.info("decoding on the %s: %s", self.decode_mode.upper(), self.decode_reason)
         default = DEFAULT_WINDOW_GPU if self.decoder is not None else DEFAULT_WINDOW
@@ -233,7 +239,10 @@ class PairScorer:
             )
         if why_not is None:
             try:
-                return GpuJpegDecoder(), "gpu", "nvImageCodec on the engine's GPU"
+                t0 = time.perf_counter()
+                dec = shared_gpu_decoder()
+                self._tick("GPU decoder start", time.perf_counter() - t0)
+                return dec, "gpu", "nvImageCodec on the engine's GPU"
             except ProviderError as e:
                 why_not = str(e)
         if decode == "gpu":
@@ -381,6 +390,7 @@ class PairScorer:
             p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
             if p is not None
         ))  # fmt: skip
+        t0 = time.perf_counter()
         reads = {p: pool.submit(_read_bytes, p) for p in paths}
         datas: dict[Path, bytes] = {}
         for p, f in reads.items():
@@ -388,12 +398,16 @@ class PairScorer:
             if data is not None and self.decoder.accepts(data):
                 datas[p] = data
         images: dict[Path, Any] = {}
+        t1 = time.perf_counter()
+        self._tick("read files", t1 - t0)
         if datas:
             try:
                 decoded = self.decoder.decode(list(datas.values()))
                 images = {p: im for p, im in zip(datas, decoded, strict=True) if im is not None}
             except (RuntimeError, ValueError, OSError) as e:
                 log.warning("GPU decoding of a window failed (%s); decoding it on the CPU", e)
+        t2 = time.perf_counter()
+        self._tick("GPU decode", t2 - t1)
         prep = _Prepared()
         groups: dict[tuple[int, ...], list[_Item]] = {}
         for it in items:
@@ -421,23 +435,27 @@ class PairScorer:
                     prep.cpu.extend(chunk)
                     continue
                 prep.batches.append((chunk, a, b))
+        if hasattr(self.decoder, "recycle"):
+            self.decoder.recycle(list(images.values()))
         images.clear()  # only the packed batches stay on the device
+        self._tick("pack batches", time.perf_counter() - t2)
         if prep.cpu:
             self._finish_loading(self._load_window(pool, prep.cpu))
         return prep
 
     def _run_gpu(self, windows: list[list[_Item]]) -> Iterator[Record]:
+        """Windows prepared (read, GPU-decoded, packed) up to GPU_PREFETCH ahead of scoring."""
         with (
             ThreadPoolExecutor(self.workers, thread_name_prefix="dps-fast-read") as pool,
             ThreadPoolExecutor(1, thread_name_prefix="dps-fast-gpu-decode") as dec,
         ):
-            pending = dec.submit(self._prepare_gpu, pool, windows[0]) if windows else None
+            pending: deque[Future[_Prepared]] = deque()
             for k in range(len(windows)):
-                assert pending is not None
-                current = pending
-                if k + 1 < len(windows):
-                    pending = dec.submit(self._prepare_gpu, pool, windows[k + 1])
-                prep = current.result()
+                while len(pending) <= GPU_PREFETCH and k + len(pending) < len(windows):
+                    pending.append(dec.submit(self._prepare_gpu, pool, windows[k + len(pending)]))
+                t0 = time.perf_counter()
+                prep = pending.popleft().result()
+                t1 = time.perf_counter()
                 for chunk, a, b in prep.batches:
                     try:
                         self._score_batch(chunk, a, b)
@@ -445,11 +463,18 @@ class PairScorer:
                         for it in chunk:
                             it.error = f"scoring failed: {_describe(e)}"
                 prep.batches.clear()  # frees the device batches
+                t2 = time.perf_counter()
                 self._run_window(prep.cpu)
+                self._tick("wait for decode", t1 - t0)
+                self._tick("score on GPU", t2 - t1)
+                self._tick("CPU fallback", time.perf_counter() - t2)
                 for it in windows[k]:
                     rec = self._record(it)
                     it.a = it.b = None
                     yield rec
+
+    def _tick(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
     def run(self, pairs: Iterable[Pair]) -> Iterator[Record]:
         """Yield one record per pair, in order; decoding of window k+1 overlaps window k."""

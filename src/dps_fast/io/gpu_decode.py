@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import threading
 from typing import Any, Protocol
 
 from .decode import _max_pixels
@@ -60,11 +62,25 @@ def is_plain_jpeg(data: bytes) -> bool:
     return data[:3] == _JPEG_MAGIC and _ICC_MARKER not in data[:_HEADER_SCAN]
 
 
+_shared: dict[int, GpuJpegDecoder] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_gpu_decoder(device_id: int = 0) -> GpuJpegDecoder:
+    """One decoder per GPU and process: making one (codec plugins, nvJPEG state) is costly."""
+    with _shared_lock:
+        dec = _shared.get(device_id)
+        if dec is None:
+            dec = _shared[device_id] = GpuJpegDecoder(device_id)
+        return dec
+
+
 class GpuJpegDecoder:
     """Batch JPEG decoding into CUDA memory (nvImageCodec: nvJPEG, hardware decoder if any).
 
     EXIF orientation is applied and grey JPEGs become RGB, as on the CPU path. Chroma is
-    upsampled with libjpeg's "fancy" filter, as Pillow does.
+    upsampled with libjpeg's "fancy" filter, as Pillow does. Thread-safe (calls serialise).
+    ``DPS_FAST_GPU_DECODE_REUSE=1`` recycles decoded images' buffers between batches.
     """
 
     def __init__(self, device_id: int = 0, max_pixels: int | None = None) -> None:
@@ -75,6 +91,9 @@ class GpuJpegDecoder:
         self.device_id = device_id
         self.max_pixels = _max_pixels(max_pixels)
         self._rt = runtime()
+        self._lock = threading.RLock()
+        self._free: list[Any] = []  # decoded images whose buffers may be reused
+        self._reuse = os.environ.get("DPS_FAST_GPU_DECODE_REUSE", "0") == "1"
         self._stream = self._rt.stream_create()
         try:
             self._decoder = n.Decoder(device_id=device_id, options=":fancy_upsampling=1")
@@ -109,13 +128,30 @@ class GpuJpegDecoder:
         if not datas:
             return []
         streams = [self._n.CodeStream(d) for d in datas]
-        images = self._decoder.decode(streams, params=self._params, cuda_stream=self._stream)
+        with self._lock:
+            reuse = None
+            if self._reuse and len(self._free) >= len(streams):
+                reuse, self._free = self._free[: len(streams)], self._free[len(streams) :]
+            images = self._decoder.decode(
+                streams, images=reuse, params=self._params, cuda_stream=self._stream
+            )
         return [
             im if im is not None and len(im.shape) == 3 and im.shape[2] == 3 else None
             for im in images
         ]
 
+    def recycle(self, images: list[Any]) -> None:
+        """Images the caller is done with (after :meth:`stack`): their buffers may be reused."""
+        if self._reuse:
+            with self._lock:
+                self._free.extend(images)
+                del self._free[: max(0, len(self._free) - 512)]
+
     def stack(self, images: list[Any]) -> Any:
+        with self._lock:
+            return self._stack(images)
+
+    def _stack(self, images: list[Any]) -> Any:
         from ..engine.cuda import DeviceBatch
 
         h, w = int(images[0].shape[0]), int(images[0].shape[1])
