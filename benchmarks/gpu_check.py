@@ -81,7 +81,7 @@ def interleaved(contenders: dict[str, Callable[[], float]], rounds: int) -> dict
     return {k: statistics.median(v) for k, v in res.items()}
 
 
-def bench_case(net, h, w, n, eng, eng32n, eng16c, eng16, weights, dev, tdev, sync, args) -> dict:
+def bench_case(net, h, w, n, eng32c, eng, eng16c, eng16, weights, dev, tdev, sync, args) -> dict:
     """pairs/s of each contender on one case, interleaved."""
     import onnxruntime as ort
 
@@ -113,10 +113,10 @@ def bench_case(net, h, w, n, eng, eng32n, eng16c, eng16, weights, dev, tdev, syn
     contenders = {
         "torch fp32": lambda: timed(t_fp32, sync),
         "torch fp16": lambda: timed(t_fp16, sync),
-        "engine f32 on-device": bound(eng),
-        "engine f32 nhwc on-device": bound(eng32n),
+        "engine f32 nchw on-device": bound(eng32c),
+        "engine f32 on-device": bound(eng),  # the default: NHWC convolutions
         "engine fp16 nchw on-device": bound(eng16c),
-        "engine fp16 on-device": bound(eng16),  # the default: NHWC convolutions
+        "engine fp16 on-device": bound(eng16),
         # the public API on device tensors: uint8 CUDA arrays bound in place, scores to host
         "engine fp16 cuda-u8 API": lambda: timed(lambda: eng16.score(ta8, tb8), lambda: None),
     }
@@ -220,13 +220,23 @@ def end_to_end(root, eng16, eng32, dry, args, tdev, sync) -> dict:
         d = [abs(c["score"] - g["score"]) for c, g in zip(cpu_recs, gpu_recs, strict=True)]
         rel = max(x / max(c["score"], 1e-12) for x, c in zip(d, cpu_recs, strict=True))
         out["scores GPU vs CPU decode, max |Δ|"] = f"{max(d):.3g} (relative {rel:.3g})"
-        os.environ["DPS_FAST_GPU_DECODE_REUSE"] = "1"
         import dps_fast.io.gpu_decode as gd
 
-        gd._shared.clear()  # a decoder that recycles image buffers
-        reuse, _ = e2e(eng16, "gpu", "(image buffers reused)")
-        out["e2e score fp16, GPU decode reusing buffers, pairs/s"] = reuse
-        del os.environ["DPS_FAST_GPU_DECODE_REUSE"]
+        for env, label in [
+            ({"DPS_FAST_GPU_DECODE_REUSE": "1"}, "image buffers reused"),
+            ({"DPS_FAST_NVIMGCODEC_BACKEND": "hw"}, "hardware decoder first"),
+            ({"DPS_FAST_NVIMGCODEC_BACKEND": "gpu"}, "CUDA decoder first"),
+            ({"DPS_FAST_NVIMGCODEC_THREADS": "4"}, "4 decoder CPU threads"),
+        ]:
+            gd._shared.clear()  # a decoder made with these settings
+            os.environ.update(env)
+            try:
+                rate, _ = e2e(eng16, "gpu", f"({label})")
+                out[f"e2e score fp16, GPU decode, {label}, pairs/s"] = rate
+            except Exception:
+                traceback.print_exc()
+            for k in env:
+                del os.environ[k]
         gd._shared.clear()
         gpu32, _ = e2e(eng32, "gpu")
         out["e2e score fp32, GPU decode, pairs/s"] = gpu32
@@ -254,6 +264,7 @@ def main() -> int:
     ap.add_argument("--dry-run", action="store_true", help="tiny CPU run to check the script")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--e2e-pairs", type=int, default=512)
+    ap.add_argument("--sections", default="parity,table,e2e", help="comma list to run")
     args = ap.parse_args()
     dry = args.dry_run
     dev = "cpu" if dry else "cuda"
@@ -284,13 +295,16 @@ def main() -> int:
         del os.environ["DPS_FAST_CUDA_PREFER_NHWC"]
         return out
 
-    engines32n, engines16c = with_layout("1", "fp32"), with_layout("0", "fp16")
+    sections = set(args.sections.split(","))
+    table = "table" in sections
+    engines32c = with_layout("0", "fp32") if table else {}
+    engines16c = with_layout("0", "fp16") if table else {}
     for n, e in engines.items():
         log(f"engine {n}: device {e.device}, providers {e.info['providers']}")
 
     # ---- parity on the device (TF32 allowed: relative ≤ 1e-3) ---------------------------
     failures = []
-    for net in NETS:
+    for net in NETS if "parity" in sections else []:
         ref = lpips_ref(net, weights[net], str(tdev))
         for h, w in [(97, 131), (256, 256)]:
             a, b = distortion_pairs(8, h, w, seed=h + w)
@@ -311,7 +325,7 @@ def main() -> int:
     from dps_fast.samples import box_blur
 
     rng = np.random.default_rng(7)
-    for net in NETS:
+    for net in NETS if "parity" in sections else []:
         ref = lpips_ref(net, weights[net], str(tdev))
         x, _ = distortion_pairs(48, 128, 128, seed=21)
         d1 = np.clip(
@@ -338,14 +352,16 @@ def main() -> int:
     # ---- throughput ------------------------------------------------------------------------
     rows = []
     cases = [(n, 64, 64, 4) for n in ("alex", "squeeze")] if dry else CASES
-    for net, h, w, n in cases:
-        engs = (engines[net], engines32n[net], engines16c[net], engines16[net])
+    for net, h, w, n in cases if table else []:
+        engs = (engines32c[net], engines[net], engines16c[net], engines16[net])
         row = bench_case(net, h, w, n, *engs, weights[net], dev, tdev, sync, args)
         rows.append(row)
         log("  ".join(f"{k}: {v:.0f}" if isinstance(v, float) else v for k, v in row.items()))
 
     # ---- end to end: dps-fast score on a JPEG folder pair, CPU and GPU decode ---------------
-    e2e = end_to_end(root, engines16["alex"], engines["alex"], dry, args, tdev, sync)
+    e2e = {}
+    if "e2e" in sections:
+        e2e = end_to_end(root, engines16["alex"], engines["alex"], dry, args, tdev, sync)
 
     # ---- table last --------------------------------------------------------------------------
     keys = list(dict.fromkeys(k for r in rows for k in r))

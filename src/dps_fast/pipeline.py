@@ -209,6 +209,7 @@ class PairScorer:
         self.timings: dict[str, float] = {}
         self.decoder, self.decode_mode, self.decode_reason = self._choose_decoder(decode, decoder)
         log.info("decoding on the %s: %s", self.decode_mode.upper(), self.decode_reason)
+        self._window_given = window
         default = DEFAULT_WINDOW_GPU if self.decoder is not None else DEFAULT_WINDOW
         self.window = max(1, window or default)
         self.cache = _FeatureCache(feature_cache_bytes)
@@ -380,18 +381,25 @@ class PairScorer:
         return rec
 
     # -- GPU decoding -------------------------------------------------------------------------
-    def _prepare_gpu(self, pool: ThreadPoolExecutor, items: list[_Item]) -> _Prepared:
-        """Read a window's files, decode the JPEGs on the GPU into batches, the rest on the CPU.
-
-        Runs in the decode thread while the main thread scores the previous window.
-        """
-        assert self.decoder is not None
-        paths = list(dict.fromkeys(
+    def _submit_reads(
+        self, pool: ThreadPoolExecutor, items: list[_Item]
+    ) -> dict[Path, Future[bytes | None]]:
+        """Start reading a window's files (before its turn in the decode thread)."""
+        paths = dict.fromkeys(
             p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
             if p is not None
-        ))  # fmt: skip
+        )  # fmt: skip
+        return {p: pool.submit(_read_bytes, p) for p in paths}
+
+    def _prepare_gpu(
+        self, pool: ThreadPoolExecutor, items: list[_Item], reads: dict[Path, Future[bytes | None]]
+    ) -> _Prepared:
+        """Decode a window's JPEGs on the GPU into packed batches, the rest on the CPU.
+
+        Runs in the decode thread while the main thread scores earlier windows.
+        """
+        assert self.decoder is not None
         t0 = time.perf_counter()
-        reads = {p: pool.submit(_read_bytes, p) for p in paths}
         datas: dict[Path, bytes] = {}
         for p, f in reads.items():
             data = f.result()
@@ -452,7 +460,9 @@ class PairScorer:
             pending: deque[Future[_Prepared]] = deque()
             for k in range(len(windows)):
                 while len(pending) <= GPU_PREFETCH and k + len(pending) < len(windows):
-                    pending.append(dec.submit(self._prepare_gpu, pool, windows[k + len(pending)]))
+                    w = windows[k + len(pending)]
+                    reads = self._submit_reads(pool, w)
+                    pending.append(dec.submit(self._prepare_gpu, pool, w, reads))
                 t0 = time.perf_counter()
                 prep = pending.popleft().result()
                 t1 = time.perf_counter()
@@ -462,7 +472,11 @@ class PairScorer:
                     except (ValueError, OSError, RuntimeError) as e:
                         for it in chunk:
                             it.error = f"scoring failed: {_describe(e)}"
-                prep.batches.clear()  # frees the device batches
+                release = getattr(self.decoder, "release", None)
+                for _, a, b in prep.batches:
+                    if release is not None:  # device buffers go back to the decoder's pool
+                        release(a), release(b)
+                prep.batches.clear()
                 t2 = time.perf_counter()
                 self._run_window(prep.cpu)
                 self._tick("wait for decode", t1 - t0)
@@ -472,6 +486,25 @@ class PairScorer:
                     rec = self._record(it)
                     it.a = it.b = None
                     yield rec
+
+    def _gpu_window(self, items: list[_Item]) -> int:
+        """Pairs per window for GPU decoding: two full engine batches at the first image's size.
+
+        Whole batches keep the GPU busy (no small tail batch per window); two per window let
+        scoring start early. The size comes from the first readable file's header.
+        """
+        from PIL import Image
+
+        for it in items[:8]:
+            if it.error or it.pair.a_path is None:
+                continue
+            try:
+                with Image.open(it.pair.a_path) as im:
+                    w, h = im.size
+            except (OSError, ValueError):
+                continue
+            return max(8, 2 * self.engine.batch_len(h, w))
+        return self.window
 
     def _tick(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
@@ -483,7 +516,10 @@ class PairScorer:
         self._uses = Counter(
             p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
         )
-        windows = [items[i : i + self.window] for i in range(0, len(items), self.window)]
+        window = self.window
+        if self.decoder is not None and self._window_given is None:
+            window = self._gpu_window(items)
+        windows = [items[i : i + window] for i in range(0, len(items), window)]
         if self.decoder is not None:
             yield from self._run_gpu(windows)
             return

@@ -98,8 +98,9 @@ class Engine:
             s = self._sessions.get(key)
             if s is None:
                 device = getattr(self, "device", self._requested_device)
-                # fp16 convolutions run channels-last on CUDA (tensor cores; measured faster)
-                nhwc = self.precision == "fp16" and role != "head"
+                # Convolutions run channels-last on CUDA: measured 1.1–1.5× (fp32, TF32) and
+                # 1.2–1.35× (fp16) over NCHW on an H200, every LPIPS net and size.
+                nhwc = role != "head"
                 s = make_session(self.bundle.graph_path(key), device, self.threads,
                                  prefer_nhwc=nhwc)  # fmt: skip
                 self._sessions[key] = s

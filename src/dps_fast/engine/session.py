@@ -54,8 +54,8 @@ def _cuda_options(prefer_nhwc: bool = False) -> dict[str, str]:
 
     HEURISTIC (default) costs nothing per new input shape; EXHAUSTIVE benchmarks every
     convolution for each new shape (slow first batches, sometimes faster steady state).
-    ``prefer_nhwc`` asks for channels-last convolutions (tensor-core friendly: measured 1.2–1.35×
-    for fp16 on an H200); ``DPS_FAST_CUDA_PREFER_NHWC=0|1`` overrides the caller's choice.
+    ``prefer_nhwc`` asks for channels-last convolutions (tensor-core friendly: measured 1.1–1.5×
+    on an H200); ``DPS_FAST_CUDA_PREFER_NHWC=0|1`` overrides the caller's choice.
     """
     algo = os.environ.get("DPS_FAST_CUDNN_ALGO_SEARCH", "HEURISTIC").upper()
     if algo not in CUDNN_ALGO_SEARCH:

@@ -26,6 +26,7 @@ log = logging.getLogger("dps_fast.io")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _ICC_MARKER = b"ICC_PROFILE\x00"
 _HEADER_SCAN = 1 << 18  # APPn segments (EXIF, ICC) come before the image data
+POOL_BYTES = 1 << 30  # released device batches kept for reuse, at most this many bytes
 
 
 class BatchDecoder(Protocol):
@@ -94,9 +95,25 @@ class GpuJpegDecoder:
         self._lock = threading.RLock()
         self._free: list[Any] = []  # decoded images whose buffers may be reused
         self._reuse = os.environ.get("DPS_FAST_GPU_DECODE_REUSE", "0") == "1"
+        self._batches: dict[tuple[int, ...], list[Any]] = {}  # released DeviceBatches by shape
+        self._pooled = 0
         self._stream = self._rt.stream_create()
+        backend = os.environ.get("DPS_FAST_NVIMGCODEC_BACKEND", "auto")
+        kinds = {"hw": "HW_GPU_ONLY", "gpu": "GPU_ONLY", "hybrid": "HYBRID_CPU_GPU"}
+        if backend not in ("auto", *kinds):
+            raise ValueError(
+                f"expected DPS_FAST_NVIMGCODEC_BACKEND auto, hw, gpu or hybrid, got {backend!r}"
+            )
+        backends = None
+        if backend != "auto":  # the chosen backend first, the CPU as the last resort
+            backends = [n.Backend(getattr(n.BackendKind, kinds[backend])),
+                        n.Backend(n.BackendKind.CPU_ONLY)]  # fmt: skip
+        threads = int(os.environ.get("DPS_FAST_NVIMGCODEC_THREADS", "0"))
         try:
-            self._decoder = n.Decoder(device_id=device_id, options=":fancy_upsampling=1")
+            self._decoder = n.Decoder(
+                device_id=device_id, max_num_cpu_threads=threads, backends=backends,
+                options=":fancy_upsampling=1",
+            )  # fmt: skip
         except RuntimeError as e:
             from ..errors import ProviderError
 
@@ -147,6 +164,13 @@ class GpuJpegDecoder:
                 self._free.extend(images)
                 del self._free[: max(0, len(self._free) - 512)]
 
+    def release(self, batch: Any) -> None:
+        """A batch the caller is done with (scored): kept for reuse, no free and re-allocate."""
+        with self._lock:
+            if self._pooled + batch.nbytes <= POOL_BYTES:
+                self._batches.setdefault(batch.shape, []).append(batch)
+                self._pooled += batch.nbytes
+
     def stack(self, images: list[Any]) -> Any:
         with self._lock:
             return self._stack(images)
@@ -155,7 +179,13 @@ class GpuJpegDecoder:
         from ..engine.cuda import DeviceBatch
 
         h, w = int(images[0].shape[0]), int(images[0].shape[1])
-        batch = DeviceBatch((len(images), h, w, 3), device_id=self.device_id)
+        shape = (len(images), h, w, 3)
+        free = self._batches.get(shape)
+        if free:
+            batch = free.pop()
+            self._pooled -= batch.nbytes
+        else:
+            batch = DeviceBatch(shape, device_id=self.device_id)
         row, size = w * 3, h * w * 3
         waited: set[int] = set()
         for i, im in enumerate(images):
