@@ -264,7 +264,7 @@ def main() -> int:
     ap.add_argument("--dry-run", action="store_true", help="tiny CPU run to check the script")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--e2e-pairs", type=int, default=512)
-    ap.add_argument("--sections", default="parity,table,e2e", help="comma list to run")
+    ap.add_argument("--sections", default="parity,table,matrix,e2e", help="comma list to run")
     args = ap.parse_args()
     dry = args.dry_run
     dev = "cpu" if dry else "cuda"
@@ -357,6 +357,30 @@ def main() -> int:
         row = bench_case(net, h, w, n, *engs, weights[net], dev, tdev, sync, args)
         rows.append(row)
         log("  ".join(f"{k}: {v:.0f}" if isinstance(v, float) else v for k, v in row.items()))
+
+    # ---- all-pairs matrix: features kept on the device vs host features ---------------------
+    if "matrix" in sections:
+        import dps_fast.engine.engine as em
+
+        for net in ("alex", "squeeze"):
+            eng = engines[net]
+            x, _ = distortion_pairs(8 if dry else 96, 256, 256, seed=5)
+            i, j = np.triu_indices(len(x), 1)
+            t0 = time.perf_counter()
+            m = eng.pairwise(x)
+            t_dev = time.perf_counter() - t0
+            want = eng.score(x[i], x[j])
+            rel = float(np.abs(m[i, j] - want).max() / np.abs(want).max())
+            budget, em.DEVICE_FEATURE_BYTES = em.DEVICE_FEATURE_BYTES, 0  # force host features
+            t0 = time.perf_counter()
+            m_host = eng.pairwise(x)
+            t_host = time.perf_counter() - t0
+            em.DEVICE_FEATURE_BYTES = budget
+            log(f"matrix lpips-{net} {len(x)} images 256x256 ({len(i)} pairs): device features "
+                f"{t_dev:.2f} s, host features {t_host:.2f} s; vs pair scores relative {rel:.2g}, "
+                f"device vs host max |Δ| {np.abs(m - m_host).max():.2g}")  # fmt: skip
+            if rel > 1e-3:
+                failures.append(f"matrix {net}: {rel:.3g}")
 
     # ---- end to end: dps-fast score on a JPEG folder pair, CPU and GPU decode ---------------
     e2e = {}

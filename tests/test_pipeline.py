@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import dps_fast
@@ -66,3 +67,15 @@ def test_distance_matrix(tmp_path, engines) -> None:
     assert labels == ["00.png", "01.png", "02.png", "03.png"]
     assert m.shape == (4, 4) and np.allclose(m, m.T) and np.all(np.diag(m) == 0)
     np.testing.assert_allclose(m[0, 1:], eng.score(u8a[:1], u8a[1:]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["lpips-squeeze", "dists", "dps-resnet18"])
+def test_pairwise_matches_pair_scores(engines, model) -> None:
+    """Every head: one trunk run per image, then 1-vs-rest head runs (DISTS's repeats row i)."""
+    eng = engines(model)
+    x, _ = distortion_pairs(5, 64, 64, seed=11)
+    m = eng.pairwise(x)
+    assert m.shape == (5, 5) and np.array_equal(m, m.T) and np.all(np.diag(m) == 0)
+    i, j = np.triu_indices(5, 1)
+    np.testing.assert_allclose(m[i, j], eng.score(x[i], x[j]), rtol=1e-5, atol=1e-6)
+    assert eng.pairwise(x[:1]).shape == (1, 1)

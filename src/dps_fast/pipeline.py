@@ -629,14 +629,4 @@ def distance_matrix(
         raise ValueError(f"images are {sizes[0][0]}×{sizes[0][1]}, this model needs {mh}×{mw}")
     batch = np.stack(imgs)
     del imgs
-    feats = eng.features(batch)
-    n = len(names)
-    m = np.zeros((n, n), np.float32)
-    for i in range(n - 1):
-        rest = n - i - 1
-        fa = [np.repeat(f[i : i + 1], rest, axis=0) for f in feats]
-        fb = [f[i + 1 :] for f in feats]
-        d = eng.reduce(eng.per_tap_from_features(fa, fb))
-        m[i, i + 1 :] = d
-        m[i + 1 :, i] = d
-    return m, names
+    return eng.pairwise(batch), names

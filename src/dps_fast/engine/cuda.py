@@ -105,6 +105,16 @@ class CudaRuntime:
             "cudaMemcpy2DAsync",
         )  # fmt: skip
 
+    def copy(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+        """Device-to-device copy of ``nbytes``, async on ``stream``."""
+        self.check(
+            self._lib.cudaMemcpyAsync(
+                ctypes.c_void_p(dst), ctypes.c_void_p(src), nbytes, DEVICE_TO_DEVICE,
+                ctypes.c_void_p(stream),
+            ),
+            "cudaMemcpyAsync",
+        )  # fmt: skip
+
     def upload(self, dst: int, host: np.ndarray, stream: int) -> None:
         """Host-to-device copy of a C-contiguous array, async on ``stream``."""
         host = np.ascontiguousarray(host)

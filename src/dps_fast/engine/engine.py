@@ -22,6 +22,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PIXEL_BUDGET = 4 * 512 * 512
 DEFAULT_PIXEL_BUDGET_CUDA = 16 * 1024 * 1024  # GPUs want big batches; memory allows them
 DEFAULT_MAX_BATCH = 32
+# pairwise() on CUDA keeps every image's features on the device up to this many bytes.
+DEVICE_FEATURE_BYTES = 8 * 1024**3
 
 
 class Engine:
@@ -367,6 +369,112 @@ class Engine:
             feed.update({f"b_tap{t}": np.ascontiguousarray(fb[t][i:j]) for t in range(k)})
             out[i:j] = self._run("head", feed)[0]
         return out
+
+    # -- all pairs ----------------------------------------------------------------------------
+    def pairwise(
+        self, x: ImageLike, *, value_range: tuple[float, float] = (0.0, 1.0)
+    ) -> np.ndarray:
+        """All-pairs distances of N images: a symmetric float32 [N, N], zero diagonal.
+
+        The trunk runs once per image. On CUDA the features stay on the device (up to
+        ``DEVICE_FEATURE_BYTES``) and each row is head runs of one image against the rest,
+        bound by pointer; otherwise the head graph runs on host features.
+        """
+        batch = to_batch(x, value_range, keep_uint8=self._u8)
+        n = batch.shape[0]
+        check_min_size(image_hw(batch), self.bundle.min_size)
+        m = np.zeros((n, n), np.float32)
+        if n < 2:
+            return m
+        step = self.batch_len(*image_hw(batch))
+        dev = self._device_features(batch, step) if self.device == "cuda" else None
+        feats = None if dev is not None else self.features(batch)
+        for i in range(n - 1):
+            for s in range(i + 1, n, step):
+                e = min(n, s + step)
+                if dev is not None:
+                    per_tap = self._head_rows_device(dev, i, s, e)
+                else:
+                    assert feats is not None
+                    fa = [f[i : i + 1] for f in feats]
+                    if not self._head_broadcasts:
+                        fa = [np.repeat(f, e - s, axis=0) for f in fa]
+                    feed = {f"a_tap{t}": np.ascontiguousarray(f) for t, f in enumerate(fa)}
+                    feed.update({f"b_tap{t}": f[s:e] for t, f in enumerate(feats)})
+                    per_tap = self._run("head", feed)[0]
+                d = self.reduce(per_tap)
+                m[i, s:e] = d
+                m[s:e, i] = d
+        return m
+
+    @property
+    def _head_broadcasts(self) -> bool:
+        """Whether the head graph takes a single ``a`` against N ``b`` (DISTS's does not)."""
+        return self.bundle.head != "dists"
+
+    def _device_features(self, batch: np.ndarray, step: int) -> list[Any] | None:
+        """Trunk features of a host batch kept on the device, one [N, C, h, w] array per tap.
+
+        None when they would take more than ``DEVICE_FEATURE_BYTES``.
+        """
+        from .cuda import DeviceBatch
+
+        n = batch.shape[0]
+        sess, _ = self._session("trunk", batch.dtype == np.uint8)
+        rt = runtime()
+        out: list[DeviceBatch] = []
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            io = sess.io_binding()
+            io.bind_cpu_input("image", np.ascontiguousarray(batch[i:j]))
+            for o in sess.get_outputs():
+                io.bind_output(o.name, "cuda")
+            sess.run_with_iobinding(io)
+            io.synchronize_outputs()
+            vals = io.get_outputs()
+            if not out:
+                shapes = [tuple(v.shape())[1:] for v in vals]
+                total = n * sum(int(np.prod(sh)) * 4 for sh in shapes)
+                if total > DEVICE_FEATURE_BYTES:
+                    log.info("pairwise: %.1f GB of features; keeping them on the host", total / 1e9)
+                    return None
+                out = [DeviceBatch((n, *sh), np.float32) for sh in shapes]
+            for buf, v in zip(out, vals, strict=True):
+                row = buf.nbytes // n
+                rt.copy(buf.ptr + i * row, int(v.data_ptr()), row * (j - i), 0)
+            rt.synchronize(0)
+        return out
+
+    def _head_rows_device(self, feats: list[Any], i: int, s: int, e: int) -> np.ndarray:
+        """Per-tap distances of image i against images s..e-1, features bound in place."""
+        from .cuda import DeviceBatch
+
+        sess, _ = self._session("head")
+        n = feats[0].shape[0]
+        io = sess.io_binding()
+        keep = []
+        for t, f in enumerate(feats):
+            row = f.nbytes // n
+            a_ptr, a_n = f.ptr + i * row, 1
+            if not self._head_broadcasts:  # repeat row i: one copy, then doubling copies
+                rep = DeviceBatch((e - s, *f.shape[1:]), np.float32)
+                rt = runtime()
+                rt.copy(rep.ptr, a_ptr, row, 0)
+                have = 1
+                while have < e - s:
+                    k = min(have, e - s - have)
+                    rt.copy(rep.ptr + have * row, rep.ptr, k * row, 0)
+                    have += k
+                rt.synchronize(0)
+                keep.append(rep)
+                a_ptr, a_n = rep.ptr, e - s
+            io.bind_input(f"a_tap{t}", "cuda", 0, np.float32, [a_n, *f.shape[1:]], a_ptr)
+            io.bind_input(f"b_tap{t}", "cuda", 0, np.float32, [e - s, *f.shape[1:]],
+                          f.ptr + s * row)  # fmt: skip
+        for o in sess.get_outputs():
+            io.bind_output(o.name, "cpu")
+        sess.run_with_iobinding(io)
+        return np.asarray(io.copy_outputs_to_cpu()[0])
 
     def reduce(self, per_tap: np.ndarray) -> np.ndarray:
         """Scores (N,) from per-tap values: sum (LPIPS, DISTS) or mean (DPS) over taps."""
