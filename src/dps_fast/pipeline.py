@@ -516,10 +516,14 @@ class PairScorer:
         self._uses = Counter(
             p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
         )
-        window = self.window
+        window, first = self.window, self.window
         if self.decoder is not None and self._window_given is None:
             window = self._gpu_window(items)
-        windows = [items[i : i + window] for i in range(0, len(items), window)]
+            first = max(1, window // 2)  # scoring starts after one batch is decoded, not two
+        windows = [items[:first]] + [
+            items[i : i + window] for i in range(first, len(items), window)
+        ]
+        windows = [w for w in windows if w]
         if self.decoder is not None:
             yield from self._run_gpu(windows)
             return
