@@ -244,7 +244,7 @@ class PairScorer:
                 dec = shared_gpu_decoder()
                 self._tick("GPU decoder start", time.perf_counter() - t0)
                 return dec, "gpu", "nvImageCodec on the engine's GPU"
-            except ProviderError as e:
+            except (ProviderError, RuntimeError, OSError) as e:  # no nvImageCodec, no GPU …
                 why_not = str(e)
         if decode == "gpu":
             raise ValueError(f"decode='gpu' is not possible: {why_not}; or use decode='cpu'")
