@@ -473,11 +473,13 @@ def test_error_bad_engine_options(bundle) -> None:
         Engine("lpips-nonexistent")
 
 
-def test_error_fp16_without_fp16_graphs(bundle) -> None:
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_error_precision_without_its_graphs(bundle, precision) -> None:
     with pytest.raises(BundleError) as e:
-        Engine(bundle("lpips-squeeze"), device="cpu", precision="fp16")
+        Engine(bundle("lpips-squeeze"), device="cpu", precision=precision)
     msg = str(e.value)
-    assert "@fp16" in msg and "re-export" in msg and "dps-fast export lpips-squeeze" in msg
+    assert f"@{precision}" in msg and "re-export" in msg
+    assert f"dps-fast export lpips-squeeze --{precision}" in msg
 
 
 def test_error_spatial_without_precision_variant(bundle, tmp_path, pairs) -> None:

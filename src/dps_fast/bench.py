@@ -46,6 +46,10 @@ _LPIPS_NET = {"alexnet": "alex", "vgg16": "vgg", "squeezenet1_1": "squeeze"}
 # Random trunk weights keep every key torchvision saves, except the classifiers of the big
 # nets, which no trunk uses (the export loader needs only the trunk's keys).
 _FULL_STATE_ARCHS = frozenset({"squeezenet1_1"})
+# CPU flags worth recording with results (float and int8 matrix units).
+_ISA_FLAGS = frozenset(
+    {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_int8", "avx_vnni"}
+)
 
 
 # -- measurement primitives ----------------------------------------------------------------
@@ -78,12 +82,20 @@ class _ForeignLoad:
 
     From /proc/stat (all CPUs' busy time, steal included) minus this process's CPU time; None
     where /proc/stat is missing. Resolution is the kernel tick (10 ms), so short intervals read
-    coarsely.
+    coarsely. With ``children``, the CPU time of this process's waited-for child processes
+    counts as its own (contenders that run a subprocess).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, children: bool = False) -> None:
         self._hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
         self._t0 = self._busy0 = self._own0 = 0.0
+        self._children = children
+
+    def _own(self) -> float:
+        if not self._children:
+            return time.process_time()
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
 
     def _busy(self) -> float | None:
         try:
@@ -99,14 +111,14 @@ class _ForeignLoad:
     def start(self) -> None:
         self._t0 = time.perf_counter()
         self._busy0 = self._busy() or 0.0
-        self._own0 = time.process_time()
+        self._own0 = self._own()
 
     def stop(self) -> float | None:
         busy = self._busy()
         wall = time.perf_counter() - self._t0
         if busy is None or wall <= 0:
             return None
-        own = time.process_time() - self._own0
+        own = self._own() - self._own0
         return max(0.0, (busy - self._busy0 - own) / wall)
 
 
@@ -135,6 +147,7 @@ def interleaved(
     quiet: float | None = None,
     max_wait_s: float = 30.0,
     retries: int = 0,
+    children: bool = False,
 ) -> dict[str, list[float]]:
     """Time contenders in turn: warm-up each, then rounds A B C A B C …; seconds per round.
 
@@ -147,7 +160,9 @@ def interleaved(
     other processes used during it (coarse: kernel ticks are 10 ms), and under the key
     ``"(round)"`` the same for each kept round as a whole. With ``quiet`` (cores), each pause is
     stretched (up to ``max_wait_s``) until other processes use less than that, and a round in
-    which they used more is run again, at most ``retries`` times in all.
+    which they used more is run again, at most ``retries`` times in all. With ``children``,
+    contenders that run subprocesses are not counted as foreign load (their CPU time, once
+    waited for, is this process's).
     """
     if not contenders:
         raise ValueError("expected at least one contender, got none")
@@ -155,7 +170,7 @@ def interleaved(
         raise ValueError(
             f"expected rounds ≥ 1, warmup ≥ 0, pause ≥ 0; got {rounds}, {warmup}, {pause}"
         )
-    probe = _ForeignLoad()
+    probe = _ForeignLoad(children)
 
     def settle() -> None:
         if quiet is None or pause <= 0:
@@ -170,7 +185,7 @@ def interleaved(
     times: dict[str, list[float]] = {name: [] for name in contenders}
     loads: dict[str, list[float | None]] = {name: [] for name in contenders}
     loads[ROUND] = []
-    round_probe = _ForeignLoad()
+    round_probe = _ForeignLoad(children)
     planned = rounds
     retries_left = retries
     first = next(iter(contenders))
@@ -356,9 +371,7 @@ def environment(ceiling_gflops: float | None = None) -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_vendor": info.get("vendor_id"),
         "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
-        "cpu_isa": sorted(
-            flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "avx_vnni"}
-        ),
+        "cpu_isa": sorted(flags & _ISA_FLAGS),
         "hypervisor": "hypervisor" in flags,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),

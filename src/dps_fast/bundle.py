@@ -79,7 +79,7 @@ class Bundle:
     def graph_path(self, role: str) -> Path:
         graphs = self.manifest["graphs"]
         if role not in graphs:
-            flag = " --fp16" if "@fp16" in role else ""
+            flag = next((f" --{v}" for v in ("fp16", "int8") if f"@{v}" in role), "")
             raise BundleError(
                 f"bundle {self.path} has no {role!r} graph (it has: {', '.join(graphs)}); "
                 f"re-export it with that variant: dps-fast export {self.model}{flag} --force"

@@ -377,6 +377,9 @@ def export(
     taps: str | None = typer.Option(None, "--taps", help="Comma-separated node names (dps)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing bundle."),
     fp16: bool = typer.Option(False, "--fp16", help="Also make float16 graph variants (GPU)."),
+    int8: bool = typer.Option(
+        False, "--int8", help="Also make int8 (quantized trunk) graph variants (CPU)."
+    ),
 ) -> None:
     """Export a model to a validated ONNX bundle (needs the [export] extra)."""
     from .errors import DpsFastError
@@ -399,7 +402,7 @@ def export(
         _fail(f"export needs PyTorch: pip install 'dps-fast[export]' ({e})")
     t0 = time.perf_counter()
     try:
-        path = export_model(spec, weights=weights, out=out, force=force, fp16=fp16)
+        path = export_model(spec, weights=weights, out=out, force=force, fp16=fp16, int8=int8)
     except DpsFastError as e:
         _fail(str(e))
     except FileNotFoundError as e:

@@ -30,7 +30,8 @@ def export_command(
     model: str, weights: str | os.PathLike[str] | None, precision: str = "fp32"
 ) -> str:
     w = f" --weights {weights}" if weights is not None else ""
-    return f"dps-fast export {model}{w}{' --fp16' if precision == 'fp16' else ''}"
+    flag = f" --{precision}" if precision in ("fp16", "int8") else ""
+    return f"dps-fast export {model}{w}{flag}"
 
 
 def cached_bundle_path(model: str, weights: str | os.PathLike[str] | None = None) -> Path:
@@ -78,4 +79,7 @@ def resolve_bundle(
     from .export import export_model
 
     log.info("no cached bundle for %s (%s): exporting it now", spec.name, key)
-    return export_model(spec, weights=weights, out=dest, force=True, fp16=precision == "fp16")
+    return export_model(
+        spec, weights=weights, out=dest, force=True, fp16=precision == "fp16",
+        int8=precision == "int8",
+    )  # fmt: skip

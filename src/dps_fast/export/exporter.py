@@ -23,6 +23,7 @@ from ..registry import ModelSpec, Tap, get_model
 from ..samples import distortion_pairs
 from . import validate
 from .modules import HalfTrunk, Head, PairGraph, Uint8Input, build_trunk
+from .quantize import calibration_feeds, calibration_images, int8_role, quantize_graph
 from .weights import (
     WeightsSource,
     build_backbone,
@@ -131,13 +132,16 @@ def export_model(
     out: str | os.PathLike[str] | None = None,
     force: bool = False,
     fp16: bool = False,
+    int8: bool = False,
 ) -> Path:
     """Export ``model`` to a bundle and return its folder.
 
     ``weights``: a torchvision-format state dict (``.pth``/``.safetensors``); None takes
     torchvision's IMAGENET1K_V1 through its own download and cache. ``out``: the bundle folder;
     None puts it in the cache under the weights key. ``fp16`` adds ``@fp16`` variants (trunk
-    in float16, heads in float32) validated against the float32 PyTorch modules.
+    in float16, heads in float32) validated against the float32 PyTorch modules. ``int8``
+    adds ``@int8`` variants (the trunk part statically quantized, QDQ; heads in float32) for the
+    CPU, validated the same way with the int8 tolerances.
     Raises OutputValidationError listing every graph output that disagrees with PyTorch
     beyond tolerance.
     """
@@ -297,6 +301,27 @@ def export_model(
                 "outputs": [c.to_dict() for c in checks],
             }
             failures += [c.describe() for c in checks if not c.ok]
+        if int8:
+            # Quantize the float32 graphs just made (trunk, pair, pair_spatial and their uint8
+            # twins), calibrated on the same synthetic images for all of them.
+            ca, cb = calibration_images(min_side)
+            for role, _, _, ins, outs, _, is_score in list(specs):
+                if "@fp16" in role or role == "head":
+                    continue
+                q_role = int8_role(role)
+                fname = q_role.replace("@", "_") + ".onnx"
+                feeds = calibration_feeds(ins, ca, cb, uint8_nhwc=role.endswith(U8))
+                desc = quantize_graph(tmp / graphs[role]["file"], tmp / fname, feeds)
+                graphs[q_role] = {**graphs[role], "file": fname, "quantization": desc}
+                checks = validate.run_checks(
+                    q_role, tmp / fname, reference[role], feeds_by_role[role], outs,
+                    is_score=is_score, int8=True,
+                )  # fmt: skip
+                validation[q_role] = {
+                    "shapes": [[list(v.shape) for v in f.values()] for f in feeds_by_role[role]],
+                    "outputs": [c.to_dict() for c in checks],
+                }
+                failures += [c.describe() for c in checks if not c.ok]
         if failures:
             raise OutputValidationError(spec.name, failures)
 
@@ -326,6 +351,8 @@ def export_model(
                     "score_abs": validate.SCORE_ABS_TOL,
                     "score_rel": validate.SCORE_REL_TOL,
                     "fp16_rel": validate.FP16_REL_TOL,
+                    "int8_score_rel": validate.INT8_SCORE_REL_TOL,
+                    "int8_trunk_rel": validate.INT8_TRUNK_REL_TOL,
                 },
                 "graphs": validation,
             },
