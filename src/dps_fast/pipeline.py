@@ -39,6 +39,7 @@ Record = dict[str, Any]
 # Heatmaps share one fixed scale so they compare across pairs: 0 → black, this and above → white.
 HEATMAP_VMAX = 1.0
 DEFAULT_WINDOW = 64
+WINDOW_BYTES = 256 * 1024 * 1024  # decoded pixels per CPU decode window (two are in flight)
 # GPU decoding: windows of ~2 batches at 1024×768, prepared up to GPU_PREFETCH windows ahead,
 # so that scoring starts soon and the decoder never waits for a whole window to be scored.
 DEFAULT_WINDOW_GPU = 48
@@ -487,12 +488,8 @@ class PairScorer:
                     it.a = it.b = None
                     yield rec
 
-    def _gpu_window(self, items: list[_Item]) -> int:
-        """Pairs per window for GPU decoding: two full engine batches at the first image's size.
-
-        Whole batches keep the GPU busy (no small tail batch per window); two per window let
-        scoring start early. The size comes from the first readable file's header.
-        """
+    def _first_hw(self, items: list[_Item]) -> tuple[int, int] | None:
+        """(H, W) the first readable image will have after resizing (read from its header)."""
         from PIL import Image
 
         for it in items[:8]:
@@ -503,8 +500,34 @@ class PairScorer:
                     w, h = im.size
             except (OSError, ValueError):
                 continue
-            return max(8, 2 * self.engine.batch_len(h, w))
-        return self.window
+            if self.resize.mode == "short-side" and self.resize.n is not None:
+                return short_side_size(h, w, self.resize.n)
+            return h, w
+        return None
+
+    def _windows(self, items: list[_Item]) -> list[list[_Item]]:
+        """Split the pairs into decode windows, sized from the first image.
+
+        The first window is one engine batch, so scoring starts as soon as it is decoded.
+        CPU decoding: later windows hold at most ``WINDOW_BYTES`` of decoded pixels (memory
+        stays bounded for large photos). GPU decoding: two full engine batches per window (no
+        small tail batch per window, and scoring of one batch overlaps decoding of the next).
+        """
+        window, first = self.window, self.window
+        hw = self._first_hw(items)
+        if hw is not None:
+            step = self.engine.batch_len(*hw)
+            if self._window_given is None:
+                if self.decoder is not None:
+                    window = max(8, 2 * step)
+                else:
+                    per_pair = 2 * 3 * hw[0] * hw[1]
+                    window = max(step, min(self.window, WINDOW_BYTES // per_pair))
+            first = min(window, step)
+        windows = [items[:first]] + [
+            items[i : i + window] for i in range(first, len(items), window)
+        ]
+        return [w for w in windows if w]
 
     def _tick(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
@@ -516,14 +539,7 @@ class PairScorer:
         self._uses = Counter(
             p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
         )
-        window, first = self.window, self.window
-        if self.decoder is not None and self._window_given is None:
-            window = self._gpu_window(items)
-            first = max(1, window // 2)  # scoring starts after one batch is decoded, not two
-        windows = [items[:first]] + [
-            items[i : i + window] for i in range(first, len(items), window)
-        ]
-        windows = [w for w in windows if w]
+        windows = self._windows(items)
         if self.decoder is not None:
             yield from self._run_gpu(windows)
             return
