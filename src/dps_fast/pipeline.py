@@ -594,7 +594,8 @@ def score_dirs(
     """Score the image pairs of two folders; yields records in the sorted pairing order.
 
     Options: ``model``, ``device``, ``precision``, ``weights``, ``threads``, ``batch_size``
-    (or an ``engine``), ``resize``, ``per_layer``, ``spatial_dir``, ``workers``.
+    (or an ``engine``), ``resize``, ``per_layer``, ``spatial_dir``, ``workers``, ``decode``
+    (``auto`` | ``cpu`` | ``gpu``: JPEGs decoded on the GPU for a cuda engine).
     """
     pairing = pair_dirs(Path(dir_a), Path(dir_b), match=match)
     eng = _engine(engine, options)
