@@ -256,6 +256,16 @@ def test_corrupt_bundle_file(bundle, tmp_path) -> None:
     (p / "trunk.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"trunk.onnx is corrupt.*--force"):
         read_bundle(p)
+    # The engine opens bundles lazily: a graph is hash-checked when first used, never run unchecked.
+    from dps_fast import Engine
+
+    eng = Engine(p, device="cpu")
+    a = np.zeros((1, 3, 32, 32), np.float32)
+    np.testing.assert_array_equal(eng.score(a, a), [0.0])  # the pair graph is intact
+    with pytest.raises(BundleError, match=r"trunk.onnx is corrupt.*--force"):
+        eng.features(a)
+    with pytest.raises(ValueError, match="verify True, False or 'lazy'"):
+        read_bundle(p, verify="sometimes")
 
 
 def test_truncated_bundle(bundle, tmp_path) -> None:

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     head_weights: dict[str, np.ndarray]
+    # Graph roles whose file hash was checked (all at read time, or each on first use).
+    verified: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def model(self) -> str:
@@ -85,6 +87,14 @@ class Bundle:
                 f"re-export it with that variant: dps-fast export {self.model}{flag} --force"
             )
         return self.path / graphs[role]["file"]
+
+    def checked_graph_path(self, role: str) -> Path:
+        """:meth:`graph_path`, after checking the file's sha256 once (lazily opened bundles)."""
+        f = self.graph_path(role)
+        if role not in self.verified:
+            _check_sha(self.path, f, self.manifest["graphs"][role]["sha256"], self.model)
+            self.verified.add(role)
+        return f
 
 
 def write_bundle(
@@ -151,8 +161,24 @@ def check_destination(dest: Path, *, force: bool) -> None:
         raise BundleError(f"a bundle already exists at {dest}; pass --force to overwrite it")
 
 
-def read_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
-    """Open a bundle folder, check its schema and (``verify``) every file's sha256."""
+def _check_sha(root: Path, f: Path, want: str, model: str) -> None:
+    sha = sha256_file(f)
+    if sha != want:
+        raise BundleError(
+            f"bundle {root}: {f.name} is corrupt (sha256 {sha[:16]}…, manifest says "
+            f"{want[:16]}…); re-export it: dps-fast export {model} --force"
+        )
+
+
+def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> Bundle:
+    """Open a bundle folder, check its schema and (``verify``) every file's sha256.
+
+    ``verify="lazy"`` checks the head weights now and each graph when first used
+    (:meth:`Bundle.checked_graph_path`): what the engine does, so that opening a bundle with
+    many variants does not hash hundreds of megabytes it will not run.
+    """
+    if verify not in (True, False, "lazy"):
+        raise ValueError(f"expected verify True, False or 'lazy', got {verify!r}")
     p = Path(path)
     mpath = p / MANIFEST
     if not mpath.is_file():
@@ -179,22 +205,19 @@ def read_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
             raise BundleError(f"bundle manifest {mpath} lacks {key!r}; {fix}")
     entries = [(role, g) for role, g in manifest["graphs"].items()]
     entries.append(("head weights", manifest["head_file"]))
+    verified: set[str] = set()
     for role, g in entries:
         f = p / g["file"]
         if not f.is_file():
             raise BundleError(
                 f"bundle {p} is incomplete: {role} file {g['file']} is missing; {fix}"
             )
-        if verify:
-            sha = sha256_file(f)
-            if sha != g["sha256"]:
-                raise BundleError(
-                    f"bundle {p}: {g['file']} is corrupt (sha256 {sha[:16]}…, manifest says "
-                    f"{g['sha256'][:16]}…); {fix}"
-                )
+        if verify is True or (verify == "lazy" and role == "head weights"):
+            _check_sha(p, f, g["sha256"], str(model))
+            verified.add(role)
     try:
         with np.load(p / manifest["head_file"]["file"]) as z:
             head = {k: np.ascontiguousarray(z[k], dtype=np.float32) for k in z.files}
     except (OSError, ValueError) as e:
         raise BundleError(f"bundle {p}: head weights unreadable ({e}); {fix}") from None
-    return Bundle(path=p, manifest=manifest, head_weights=head)
+    return Bundle(path=p, manifest=manifest, head_weights=head, verified=verified)

@@ -53,7 +53,9 @@ class Engine:
             )
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"expected batch_size a positive int or None, got {batch_size!r}")
-        self.bundle: Bundle = read_bundle(resolve_bundle(model, weights, precision=precision))
+        # Graphs are hash-checked when first used, not all at open (bundles hold many variants).
+        path = resolve_bundle(model, weights, precision=precision)
+        self.bundle: Bundle = read_bundle(path, verify="lazy")
         self.precision = precision
         self.threads = threads
         self.batch_size = batch_size
@@ -103,7 +105,7 @@ class Engine:
                 # Convolutions run channels-last on CUDA: measured 1.1–1.5× (fp32, TF32) and
                 # 1.2–1.35× (fp16) over NCHW on an H200, every LPIPS net and size.
                 nhwc = role != "head"
-                s = make_session(self.bundle.graph_path(key), device, self.threads,
+                s = make_session(self.bundle.checked_graph_path(key), device, self.threads,
                                  prefer_nhwc=nhwc)  # fmt: skip
                 self._sessions[key] = s
         return s
