@@ -48,6 +48,9 @@ class BatchDecoder(Protocol):
 def import_nvimgcodec() -> Any:
     from ..errors import ProviderError
 
+    # nvImageCodec logs decode failures to stderr itself; they come back to us as None and go
+    # to the CPU decoder, whose error names the file. Quiet unless the user asked otherwise.
+    os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")
     try:
         nvimgcodec = importlib.import_module("nvidia.nvimgcodec")
     except ImportError:
