@@ -161,6 +161,11 @@ class _Prepared:
     cpu: list[_Item] = field(default_factory=list)
 
 
+def _paths(items: list[_Item]) -> Iterator[Path | None]:
+    """The a and b files of the pairs still to score, once per use."""
+    return (p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path))
+
+
 def _read_bytes(path: Path) -> bytes | None:
     """A regular file's bytes, or None (the CPU path then reports what is wrong with it)."""
     try:
@@ -386,10 +391,7 @@ class PairScorer:
         self, pool: ThreadPoolExecutor, items: list[_Item]
     ) -> dict[Path, Future[bytes | None]]:
         """Start reading a window's files (before its turn in the decode thread)."""
-        paths = dict.fromkeys(
-            p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
-            if p is not None
-        )  # fmt: skip
+        paths = dict.fromkeys(p for p in _paths(items) if p is not None)
         return {p: pool.submit(_read_bytes, p) for p in paths}
 
     def _prepare_gpu(
@@ -467,16 +469,16 @@ class PairScorer:
                 t0 = time.perf_counter()
                 prep = pending.popleft().result()
                 t1 = time.perf_counter()
+                release = getattr(self.decoder, "release", None)
                 for chunk, a, b in prep.batches:
                     try:
                         self._score_batch(chunk, a, b)
                     except (ValueError, OSError, RuntimeError) as e:
                         for it in chunk:
                             it.error = f"scoring failed: {_describe(e)}"
-                release = getattr(self.decoder, "release", None)
-                for _, a, b in prep.batches:
                     if release is not None:  # device buffers go back to the decoder's pool
-                        release(a), release(b)
+                        release(a)
+                        release(b)
                 prep.batches.clear()
                 t2 = time.perf_counter()
                 self._run_window(prep.cpu)
@@ -536,9 +538,7 @@ class PairScorer:
         """Yield one record per pair, in order; decoding of window k+1 overlaps window k."""
         items = [_Item(p, error=p.error) for p in pairs]
         # How often each file is used: features are cached and reused only for shared images.
-        self._uses = Counter(
-            p for it in items if not it.error for p in (it.pair.a_path, it.pair.b_path)
-        )
+        self._uses = Counter(_paths(items))
         windows = self._windows(items)
         if self.decoder is not None:
             yield from self._run_gpu(windows)

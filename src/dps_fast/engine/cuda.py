@@ -18,9 +18,7 @@ import numpy as np
 
 from ..errors import ProviderError
 
-# cudaMemcpyKind
-HOST_TO_DEVICE = 1
-DEVICE_TO_DEVICE = 3
+DEVICE_TO_DEVICE = 3  # cudaMemcpyKind
 _LIB_NAMES = ("libcudart.so.13", "libcudart.so.12", "libcudart.so")
 _lock = threading.Lock()
 _runtime: CudaRuntime | None = None
@@ -65,12 +63,10 @@ class CudaRuntime:
         lib.cudaGetErrorString.argtypes = [i]
         lib.cudaStreamCreateWithFlags.argtypes = [ctypes.POINTER(vp), ctypes.c_uint]
         lib.cudaStreamSynchronize.argtypes = [vp]
-        lib.cudaStreamDestroy.argtypes = [vp]
         lib.cudaMemcpyAsync.argtypes = [vp, vp, sz, i, vp]
         lib.cudaMemcpy2DAsync.argtypes = [vp, sz, vp, sz, sz, sz, i, vp]
-        lib.cudaSetDevice.argtypes = [i]
-        for f in ("cudaStreamCreateWithFlags", "cudaStreamSynchronize", "cudaStreamDestroy",
-                  "cudaMemcpyAsync", "cudaMemcpy2DAsync", "cudaSetDevice"):  # fmt: skip
+        for f in ("cudaStreamCreateWithFlags", "cudaStreamSynchronize", "cudaMemcpyAsync",
+                  "cudaMemcpy2DAsync"):  # fmt: skip
             getattr(lib, f).restype = i
 
     def check(self, code: int, what: str) -> None:
@@ -78,17 +74,11 @@ class CudaRuntime:
             msg = self._lib.cudaGetErrorString(code).decode(errors="replace")
             raise RuntimeError(f"CUDA error in {what}: {msg} (code {code})")
 
-    def set_device(self, device_id: int) -> None:
-        self.check(self._lib.cudaSetDevice(device_id), "cudaSetDevice")
-
     def stream_create(self) -> int:
         """A new non-blocking stream (it does not serialise with the legacy default stream)."""
         s = ctypes.c_void_p()
         self.check(self._lib.cudaStreamCreateWithFlags(ctypes.byref(s), 1), "cudaStreamCreate")
         return int(s.value or 0)
-
-    def stream_destroy(self, stream: int) -> None:
-        self._lib.cudaStreamDestroy(ctypes.c_void_p(stream))
 
     def synchronize(self, stream: int) -> None:
         self.check(self._lib.cudaStreamSynchronize(ctypes.c_void_p(stream)), "cudaStreamSync")
@@ -111,17 +101,6 @@ class CudaRuntime:
             self._lib.cudaMemcpyAsync(
                 ctypes.c_void_p(dst), ctypes.c_void_p(src), nbytes, DEVICE_TO_DEVICE,
                 ctypes.c_void_p(stream),
-            ),
-            "cudaMemcpyAsync",
-        )  # fmt: skip
-
-    def upload(self, dst: int, host: np.ndarray, stream: int) -> None:
-        """Host-to-device copy of a C-contiguous array, async on ``stream``."""
-        host = np.ascontiguousarray(host)
-        self.check(
-            self._lib.cudaMemcpyAsync(
-                ctypes.c_void_p(dst), ctypes.c_void_p(host.ctypes.data), host.nbytes,
-                HOST_TO_DEVICE, ctypes.c_void_p(stream),
             ),
             "cudaMemcpyAsync",
         )  # fmt: skip
@@ -208,7 +187,3 @@ class DeviceBatch:
             "version": 3,
             "stream": None,  # filled by synchronous copies: nothing to wait for
         }
-
-    def numpy(self) -> np.ndarray:
-        """A host copy (for checks and tests)."""
-        return np.asarray(self.ortvalue.numpy())

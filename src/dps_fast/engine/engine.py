@@ -11,7 +11,7 @@ import numpy as np
 
 from ..bundle import Bundle, read_bundle
 from . import distances
-from .cuda import CudaArrayView, cuda_array_view, is_cuda_array, runtime
+from .cuda import CudaArrayView, DeviceBatch, cuda_array_view, is_cuda_array, runtime
 from .inputs import ImageLike, check_min_size, image_hw, pair_batches, to_batch
 from .session import DEVICES, available_providers, make_session
 
@@ -414,13 +414,11 @@ class Engine:
         """Whether the head graph takes a single ``a`` against N ``b`` (DISTS's does not)."""
         return self.bundle.head != "dists"
 
-    def _device_features(self, batch: np.ndarray, step: int) -> list[Any] | None:
+    def _device_features(self, batch: np.ndarray, step: int) -> list[DeviceBatch] | None:
         """Trunk features of a host batch kept on the device, one [N, C, h, w] array per tap.
 
         None when they would take more than ``DEVICE_FEATURE_BYTES``.
         """
-        from .cuda import DeviceBatch
-
         n = batch.shape[0]
         sess, _ = self._session("trunk", batch.dtype == np.uint8)
         rt = runtime()
@@ -447,20 +445,18 @@ class Engine:
             rt.synchronize(0)
         return out
 
-    def _head_rows_device(self, feats: list[Any], i: int, s: int, e: int) -> np.ndarray:
+    def _head_rows_device(self, feats: list[DeviceBatch], i: int, s: int, e: int) -> np.ndarray:
         """Per-tap distances of image i against images s..e-1, features bound in place."""
-        from .cuda import DeviceBatch
-
         sess, _ = self._session("head")
         n = feats[0].shape[0]
         io = sess.io_binding()
+        rt = runtime()
         keep = []
         for t, f in enumerate(feats):
             row = f.nbytes // n
             a_ptr, a_n = f.ptr + i * row, 1
             if not self._head_broadcasts:  # repeat row i: one copy, then doubling copies
                 rep = DeviceBatch((e - s, *f.shape[1:]), np.float32)
-                rt = runtime()
                 rt.copy(rep.ptr, a_ptr, row, 0)
                 have = 1
                 while have < e - s:

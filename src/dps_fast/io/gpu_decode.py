@@ -205,6 +205,3 @@ class GpuJpegDecoder:
             self._rt.copy_2d(batch.ptr + i * size, row, src, pitch, row, h, self._stream)
         self._rt.synchronize(self._stream)  # the batch is complete before ONNX Runtime reads it
         return batch
-
-    def close(self) -> None:
-        self._rt.stream_destroy(self._stream)
