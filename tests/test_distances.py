@@ -72,6 +72,49 @@ def test_lpips_matches_torch_head(seed) -> None:
     assert rel_err(via, ref) <= 1e-5
 
 
+def _lpips_whole_taps(fa, fb, lins) -> np.ndarray:
+    """LPIPS per tap in float64 on whole taps: the yardstick for the blocked kernel."""
+    cols = []
+    for k, (a, b) in enumerate(zip(fa, fb, strict=True)):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        d = a / (np.sqrt((a * a).sum(1, keepdims=True)) + 1e-10)
+        d -= b / (np.sqrt((b * b).sum(1, keepdims=True)) + 1e-10)
+        w = 1.0 if lins is None else np.asarray(lins[k], np.float64)[None, :, None, None]
+        cols.append((d * d * w).sum(1).mean(axis=(1, 2)))
+    return np.stack(cols, axis=1)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("block_bytes", [64, 4096, 1 << 20], ids=["tiny", "small", "default"])
+def test_lpips_blocks_and_threads_do_not_change_results(block_bytes, threads) -> None:
+    """Pieces of a few positions, of whole maps of several images, and threads: same numbers."""
+    rng = np.random.default_rng(7)
+    shapes = [(5, 16, 23, 37), (5, 64, 9, 1), (5, 3, 1, 1), (5, 300, 2, 2)]
+    fa = [np.abs(rng.normal(size=s)).astype(np.float32) for s in shapes]
+    fb = [np.abs(rng.normal(size=s)).astype(np.float32) for s in shapes]
+    fb[0][1] = fa[0][1]  # identical images: exactly zero
+    lins = [rng.uniform(0, 1, s[1]).astype(np.float32) for s in shapes]
+    for w in (lins, None):
+        ref = _lpips_whole_taps(fa, fb, w)
+        got = distances.lpips_per_tap(fa, fb, w, threads=threads, block_bytes=block_bytes)
+        assert got.dtype == np.float32 and got.shape == (5, len(shapes))
+        assert rel_err(got, ref) <= 1e-6
+        assert np.all(got[1, 0] == 0.0)
+    # 1-vs-N through broadcast views (no copies), either side
+    one = [np.broadcast_to(f[:1], f.shape) for f in fa]
+    ref = _lpips_whole_taps([np.repeat(f[:1], 5, 0) for f in fa], fb, lins)
+    got = distances.lpips_per_tap(one, fb, lins, threads=threads, block_bytes=block_bytes)
+    assert rel_err(got, ref) <= 1e-6
+    got = distances.lpips_per_tap(fb, one, lins, threads=threads, block_bytes=block_bytes)
+    assert rel_err(got, ref) <= 1e-6
+
+
+def test_lpips_rejects_unequal_tap_counts() -> None:
+    fa, fb = make_features(0, relu=False)
+    with pytest.raises(ValueError, match="as many taps"):
+        distances.lpips_per_tap(fa, fb[:-1])
+
+
 @pytest.mark.parametrize("name", ["lpips-squeeze-baseline", "dps-squeezenet1_1"])
 def test_baseline_matches_torch_head(name) -> None:
     fa, fb = make_features(2, relu=True)

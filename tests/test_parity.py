@@ -54,6 +54,42 @@ def test_lpips_parity(net, variant, spatial, size, engines, weights_file) -> Non
     assert_close(eng.distance(eng.features(a), eng.features(b)), r)
 
 
+@pytest.mark.parametrize("variant", ["v0.1", "baseline"])
+@pytest.mark.parametrize("net", ["alex", "vgg", "squeeze"])
+def test_lpips_parity_trunk_and_numpy_head(
+    net, variant, engines, weights_file, monkeypatch
+) -> None:
+    """The CPU split path (trunk graph + blocked NumPy head), forced on for every net."""
+    from dps_fast.engine import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SPLIT_MIN_PIXELS", 0)
+    monkeypatch.setattr(engine_module, "SPLIT_MIN_DENSITY", 0.0)
+    name = f"lpips-{net}" if variant == "v0.1" else f"lpips-{net}-baseline"
+    ref = lpips_reference(net, "0.1", variant != "baseline", False, weights_file(LPIPS_NET[net]))
+    a, b = _pairs(*SIZES[1])
+    with torch.inference_mode():
+        r = ref(torch.from_numpy(a), torch.from_numpy(b), normalize=True).numpy().reshape(-1)
+    eng = engines(name)
+    assert eng._split_pairs(*SIZES[1])
+    calls = []
+    real = eng._host_head
+    monkeypatch.setattr(eng, "_host_head", lambda fa, fb: calls.append(1) or real(fa, fb))
+    assert_close(eng.score(a, b), r)
+    assert calls, "the split path was not taken"
+
+
+def test_squeeze_parity_at_split_size(engines, weights_file) -> None:
+    """lpips-squeeze is head-heavy: from 128² on, the engine's own rule picks the split path."""
+    ref = lpips_reference("squeeze", "0.1", True, False, weights_file(LPIPS_NET["squeeze"]))
+    a, b = distortion_pairs(3, 160, 200, seed=5)
+    with torch.inference_mode():
+        r = ref(torch.from_numpy(a), torch.from_numpy(b), normalize=True).numpy().reshape(-1)
+    eng = engines("lpips-squeeze")
+    assert eng._split_pairs(160, 200) and not engines("lpips-alex")._split_pairs(160, 200)
+    assert r.min() < 0.01 and r.max() >= 0.05
+    assert_close(eng.score(a, b), r)
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_dists_parity(size, engines, weights_file, monkeypatch) -> None:
     ref = dists_reference(weights_file("vgg16"), monkeypatch)

@@ -24,6 +24,17 @@ DEFAULT_PIXEL_BUDGET_CUDA = 16 * 1024 * 1024  # GPUs want big batches; memory al
 DEFAULT_MAX_BATCH = 32
 # pairwise() on CUDA keeps every image's features on the device up to this many bytes.
 DEVICE_FEATURE_BYTES = 8 * 1024**3
+# Heads computed by the blocked NumPy kernel on the host (distances.lpips_per_tap): measured
+# 1.5–3× faster than ONNX Runtime's head graph on CPU, whose layout reorders and one-op-at-a-time
+# passes over the features cost more than the arithmetic.
+NUMPY_HEADS = ("lpips", "lpips-baseline", "dps")
+# On CPU, "head-heavy" bundles — at least SPLIT_MIN_DENSITY feature floats per input pixel
+# (Σ channels / stride² over the taps: lpips-squeeze 35, lpips-vgg 122; lpips-alex 10.5,
+# ResNets ≤ 8) — score pairs of at least SPLIT_MIN_PIXELS pixels as trunk graph + NumPy head
+# instead of one pair-graph run. Measured on the 2-vCPU Xeon, interleaved: squeeze 1.0–1.4×
+# (1.3–1.4× at 1024×768), vgg 0.98–1.03×; alex 0.89–1.04×, hence the density rule.
+SPLIT_MIN_DENSITY = 16.0
+SPLIT_MIN_PIXELS = 128 * 128
 
 
 class Engine:
@@ -105,8 +116,10 @@ class Engine:
                 # Convolutions run channels-last on CUDA: measured 1.1–1.5× (fp32, TF32) and
                 # 1.2–1.35× (fp16) over NCHW on an H200, every LPIPS net and size.
                 nhwc = role != "head"
+                # CPU trunk runs are followed by the NumPy head (or decoding) on the same
+                # cores: its threads must not spin then (measured 1.1–1.4× for the split path).
                 s = make_session(self.bundle.checked_graph_path(key), device, self.threads,
-                                 prefer_nhwc=nhwc)  # fmt: skip
+                                 prefer_nhwc=nhwc, spin=role != "trunk")  # fmt: skip
                 self._sessions[key] = s
         return s
 
@@ -241,6 +254,11 @@ class Engine:
         maps = np.empty((n, h, w), np.float32) if spatial else None
         if not spatial and (ba.shape[0] == 1) != (bb.shape[0] == 1):
             self._score_one_vs_many(ba, bb, step, per_tap)
+        elif not spatial and self._split_pairs(h, w):
+            for i in range(0, n, step):
+                j = min(n, i + step)
+                f = self._run("trunk", {"image": np.concatenate([ba[i:j], bb[i:j]])})
+                per_tap[i:j] = self._host_head([x[: j - i] for x in f], [x[j - i :] for x in f])
         else:
             role = "pair_spatial" if spatial else "pair"
             for i in range(0, n, step):
@@ -345,24 +363,43 @@ class Engine:
     def _score_one_vs_many(
         self, ba: np.ndarray, bb: np.ndarray, step: int, per_tap: np.ndarray
     ) -> None:
-        """1-vs-N: the single image's features are computed once and reused by the head graph."""
+        """1-vs-N: the single image's features are computed once and reused by the head."""
         single, many, single_is_a = (ba, bb, True) if ba.shape[0] == 1 else (bb, ba, False)
         f1 = self._run("trunk", {"image": single})
         n = many.shape[0]
         for i in range(0, n, step):
             j = min(n, i + step)
             fm = self._run("trunk", {"image": many[i:j]})
-            rep = [np.repeat(f, j - i, axis=0) for f in f1]
+            rep = [np.broadcast_to(f, (j - i, *f.shape[1:])) for f in f1]
             fa, fb = (rep, fm) if single_is_a else (fm, rep)
             per_tap[i:j] = self.per_tap_from_features(fa, fb, chunk=j - i)
+
+    def _split_pairs(self, h: int, w: int) -> bool:
+        """Whether pairs of this size run as trunk + NumPy head (CPU, LPIPS family, large)."""
+        density = sum(t.channels / max(1, t.stride) ** 2 for t in self.bundle.taps)
+        return (
+            self.device == "cpu"
+            and self.bundle.head in NUMPY_HEADS
+            and density >= SPLIT_MIN_DENSITY
+            and h * w >= SPLIT_MIN_PIXELS
+        )
+
+    def _host_head(self, fa: list[np.ndarray], fb: list[np.ndarray]) -> np.ndarray:
+        """Per-tap distances [N, K] of host features on the CPU: NumPy for the LPIPS family."""
+        return distances.per_tap_distance(self.bundle.head, fa, fb, self.bundle.head_weights)
 
     def per_tap_from_features(
         self, fa: list[np.ndarray], fb: list[np.ndarray], *, chunk: int = 64
     ) -> np.ndarray:
-        """Per-tap distances [N, K] of two equal-length feature lists, on the head graph."""
+        """Per-tap distances [N, K] of two equal-length feature lists.
+
+        The blocked NumPy head on a CPU engine for the LPIPS family, else the head graph.
+        """
         k = len(self.bundle.taps)
         if len(fa) != k or len(fb) != k:
             raise ValueError(f"expected {k} feature arrays per side, got {len(fa)} and {len(fb)}")
+        if self.device == "cpu" and self.bundle.head in NUMPY_HEADS:
+            return self._host_head(list(fa), list(fb))
         n = fa[0].shape[0]
         out = np.empty((n, k), np.float32)
         for i in range(0, n, chunk):
@@ -399,6 +436,12 @@ class Engine:
                 else:
                     assert feats is not None
                     fa = [f[i : i + 1] for f in feats]
+                    if self.device == "cpu" and self.bundle.head in NUMPY_HEADS:
+                        fa = [np.broadcast_to(f, (e - s, *f.shape[1:])) for f in fa]
+                        m[i, s:e] = m[s:e, i] = self.reduce(
+                            self._host_head(fa, [f[s:e] for f in feats])
+                        )
+                        continue
                     if not self._head_broadcasts:
                         fa = [np.repeat(f, e - s, axis=0) for f in fa]
                     feed = {f"a_tap{t}": np.ascontiguousarray(f) for t, f in enumerate(fa)}

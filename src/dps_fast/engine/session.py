@@ -33,11 +33,18 @@ def available_providers() -> list[str]:
     return list(import_ort().get_available_providers())
 
 
-def session_options(threads: int | None) -> Any:
+def session_options(threads: int | None, *, spin: bool = True) -> Any:
+    """Options for every session; ``spin=False`` stops idle worker threads from spinning.
+
+    Spinning suits back-to-back runs; a session followed by other work on the same cores (the
+    NumPy head, decoders) lends them those cores instead.
+    """
     ort = import_ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:
         if threads < 1:
             raise ValueError(f"expected threads ≥ 1 or None, got {threads}")
@@ -73,9 +80,17 @@ def _cuda_options(prefer_nhwc: bool = False) -> dict[str, str]:
 
 
 def make_session(
-    path: Path, device: str, threads: int | None, *, prefer_nhwc: bool = False
+    path: Path,
+    device: str,
+    threads: int | None,
+    *,
+    prefer_nhwc: bool = False,
+    spin: bool = True,
 ) -> tuple[Any, str]:
-    """A session on ``device`` ("cpu" | "cuda" | "auto") and the device it really runs on."""
+    """A session on ``device`` ("cpu" | "cuda" | "auto") and the device it really runs on.
+
+    ``spin`` applies to CPU sessions (see :func:`session_options`).
+    """
     if device not in DEVICES:
         raise ValueError(f"expected device one of {', '.join(DEVICES)}, got {device!r}")
     ort = import_ort()
@@ -107,5 +122,6 @@ def make_session(
                 "or use device='cpu'."
             )
         log.warning("CUDA provider did not load (session got %s); running on CPU", got)
+    so = session_options(threads, spin=spin)
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return sess, "cpu"
