@@ -45,8 +45,8 @@ def lpips_tap_map(fa: np.ndarray, fb: np.ndarray, lin: np.ndarray | None) -> np.
 
 # The blocked LPIPS head works on pieces of about this many bytes per side, so that the
 # chain normalise → subtract → square → weight stays in the core's L2 cache; measured on the
-# 2-vCPU Xeon: 1.3–2.1× faster than the same ops on whole taps, 1.5–3× faster than ONNX
-# Runtime's head graph (benchmarks/results/*-head.md).
+# 2-vCPU Xeon (benchmarks/results/2026-11-26-cpu-2core-xeon-emr-head.md): 1.4–4.4× faster
+# than the same ops on whole taps, 1.1–1.9× faster than ONNX Runtime's head graph.
 BLOCK_BYTES = 1 << 20
 
 
