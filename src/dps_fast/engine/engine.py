@@ -25,14 +25,14 @@ DEFAULT_MAX_BATCH = 32
 # pairwise() on CUDA keeps every image's features on the device up to this many bytes.
 DEVICE_FEATURE_BYTES = 8 * 1024**3
 # Heads computed by the blocked NumPy kernel on the host (distances.lpips_per_tap): measured
-# 1.1–1.9× faster than ONNX Runtime's head graph on CPU, whose one-op-at-a-time passes over the
+# 1.0–1.9× faster than ONNX Runtime's head graph on CPU, whose one-op-at-a-time passes over the
 # features (and, inside the pair graph, layout reorders) cost more than the arithmetic.
 NUMPY_HEADS = ("lpips", "lpips-baseline", "dps")
 # On CPU, "head-heavy" bundles — at least SPLIT_MIN_DENSITY feature floats per input pixel
 # (Σ channels / stride² over the taps: lpips-squeeze 35, lpips-vgg 122; lpips-alex 10.5,
 # ResNets ≤ 8) — score pairs of at least SPLIT_MIN_PIXELS pixels as trunk graph + NumPy head
-# instead of one pair-graph run. Measured on the 2-vCPU Xeon, interleaved: squeeze 1.06–1.66×
-# (1.3–1.66× at 1024×768), vgg 0.98–1.10×; alex 0.89–1.04×, hence the density rule.
+# instead of one pair-graph run. Measured on the 2-vCPU Xeon, interleaved: squeeze 1.0–1.66×
+# (1.3–1.66× at 1024×768), vgg 0.95–1.10×; alex 0.89–1.10×, hence the density rule.
 SPLIT_MIN_DENSITY = 16.0
 SPLIT_MIN_PIXELS = 128 * 128
 
