@@ -42,14 +42,15 @@ CASES = {
 
 def _forced(eng: Engine, a: np.ndarray, b: np.ndarray, split: bool | None) -> np.ndarray:
     """Score with the split path forced on / off (None: the engine's own rule)."""
-    saved = engine_module.SPLIT_MIN_PIXELS, engine_module.SPLIT_MIN_DENSITY
+    m = engine_module
+    saved = m.SPLIT_MIN_PIXELS, m.SPLIT_MIN_DENSITY, m.SPLIT_ANY_PIXELS
     if split is not None:
-        engine_module.SPLIT_MIN_PIXELS = 0 if split else 1 << 62
-        engine_module.SPLIT_MIN_DENSITY = 0.0 if split else float("inf")
+        m.SPLIT_MIN_PIXELS = m.SPLIT_ANY_PIXELS = 0 if split else 1 << 62
+        m.SPLIT_MIN_DENSITY = 0.0 if split else float("inf")
     try:
         return np.asarray(eng.score(a, b))
     finally:
-        engine_module.SPLIT_MIN_PIXELS, engine_module.SPLIT_MIN_DENSITY = saved
+        m.SPLIT_MIN_PIXELS, m.SPLIT_MIN_DENSITY, m.SPLIT_ANY_PIXELS = saved
 
 
 def run_case(model: str, bundle: Path, h: int, w: int, n: int, rounds: int) -> list[dict[str, Any]]:

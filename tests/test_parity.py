@@ -85,7 +85,9 @@ def test_squeeze_parity_at_split_size(engines, weights_file) -> None:
     with torch.inference_mode():
         r = ref(torch.from_numpy(a), torch.from_numpy(b), normalize=True).numpy().reshape(-1)
     eng = engines("lpips-squeeze")
-    assert eng._split_pairs(160, 200) and not engines("lpips-alex")._split_pairs(160, 200)
+    alex = engines("lpips-alex")
+    assert eng._split_pairs(160, 200) and not alex._split_pairs(160, 200)
+    assert alex._split_pairs(768, 1024) and not engines("dists")._split_pairs(768, 1024)
     assert r.min() < 0.01 and r.max() >= 0.05
     assert_close(eng.score(a, b), r)
 

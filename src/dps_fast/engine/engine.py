@@ -31,10 +31,13 @@ NUMPY_HEADS = ("lpips", "lpips-baseline", "dps")
 # On CPU, "head-heavy" bundles — at least SPLIT_MIN_DENSITY feature floats per input pixel
 # (Σ channels / stride² over the taps: lpips-squeeze 35, lpips-vgg 122; lpips-alex 10.5,
 # ResNets ≤ 8) — score pairs of at least SPLIT_MIN_PIXELS pixels as trunk graph + NumPy head
-# instead of one pair-graph run. Measured on the 2-vCPU Xeon, interleaved: squeeze 1.0–1.66×
-# (1.3–1.66× at 1024×768), vgg 0.95–1.10×; alex 0.89–1.10×, hence the density rule.
+# instead of one pair-graph run. Every LPIPS-family bundle does from SPLIT_ANY_PIXELS on.
+# Measured on the 2-vCPU Xeon, interleaved: squeeze 1.0–1.66× (1.65× at 1024×768), vgg
+# 0.95–1.10× at 256²; alex 0.92× at 256², 1.01× at 384×512, 1.07–1.08× at 640² and 768², 1.07–1.12×
+# at 1024×768 and 1.18× at 2048×1536.
 SPLIT_MIN_DENSITY = 16.0
 SPLIT_MIN_PIXELS = 128 * 128
+SPLIT_ANY_PIXELS = 768 * 768
 
 
 class Engine:
@@ -376,13 +379,11 @@ class Engine:
 
     def _split_pairs(self, h: int, w: int) -> bool:
         """Whether pairs of this size run as trunk + NumPy head (CPU, LPIPS family, large)."""
+        if self.device != "cpu" or self.bundle.head not in NUMPY_HEADS:
+            return False
         density = sum(t.channels / max(1, t.stride) ** 2 for t in self.bundle.taps)
-        return (
-            self.device == "cpu"
-            and self.bundle.head in NUMPY_HEADS
-            and density >= SPLIT_MIN_DENSITY
-            and h * w >= SPLIT_MIN_PIXELS
-        )
+        px = h * w
+        return px >= SPLIT_ANY_PIXELS or (density >= SPLIT_MIN_DENSITY and px >= SPLIT_MIN_PIXELS)
 
     def _host_head(self, fa: list[np.ndarray], fb: list[np.ndarray]) -> np.ndarray:
         """Per-tap distances [N, K] of host features on the CPU: NumPy for the LPIPS family."""
