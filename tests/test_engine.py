@@ -677,3 +677,20 @@ def test_load_exports_into_cache_then_reuses(
         dps_fast.load(expected, weights=w)
     with pytest.raises(FileNotFoundError):
         dps_fast.load("lpips-squeeze", weights=tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_numpy_head_keeps_to_the_engines_threads(threads, engines, monkeypatch) -> None:
+    """Engine(threads=1) runs the NumPy head in the calling thread; more threads use the pool."""
+    from dps_fast.engine import distances
+
+    eng = Engine(engines("lpips-squeeze").bundle.path, device="cpu", threads=threads)
+    assert eng._split_pairs(128, 160)
+    pools: list[int] = []
+    real = distances._pool
+    monkeypatch.setattr(distances, "_pool", lambda n: pools.append(n) or real(n))
+    a, b = u8_pairs(3, 128, 160, seed=4)
+    got = eng.score(a, b)
+    assert pools == ([] if threads == 1 else [2])
+    assert_close(got, engines("lpips-squeeze").score(a, b), 1e-6)
+    assert_close(eng.distance(eng.features(a), eng.features(b)), got, 1e-6)

@@ -255,13 +255,18 @@ def per_tap_distance(
     fa: Feats,
     fb: Feats,
     head_weights: dict[str, np.ndarray],
+    *,
+    threads: int | None = None,
 ) -> np.ndarray:
-    """Dispatch on the bundle's head kind: ``lpips``, ``lpips-baseline``, ``dps`` or ``dists``."""
+    """Dispatch on the bundle's head kind: ``lpips``, ``lpips-baseline``, ``dps`` or ``dists``.
+
+    ``threads`` caps the LPIPS family's threads (None: one per core this process may use).
+    """
     if head == "lpips":
         lins = [head_weights[f"lin{k}"] for k in range(len(fa))]
-        return lpips_per_tap(fa, fb, lins)
+        return lpips_per_tap(fa, fb, lins, threads=threads)
     if head in ("lpips-baseline", "dps"):
-        return lpips_per_tap(fa, fb, None)
+        return lpips_per_tap(fa, fb, None, threads=threads)
     if head == "dists":
         return dists_per_tap(fa, fb, head_weights["alpha"], head_weights["beta"])
     raise ValueError(f"unknown head kind {head!r}; expected lpips, lpips-baseline, dps or dists")

@@ -219,7 +219,9 @@ class Engine:
                 fb = [np.broadcast_to(f, (na, *f.shape[1:])) for f in fb]
             else:
                 raise ValueError(f"expected equal batches or 1-vs-N, got {na} and {nb}")
-        per_tap = distances.per_tap_distance(self.bundle.head, fa, fb, self.bundle.head_weights)
+        per_tap = distances.per_tap_distance(
+            self.bundle.head, fa, fb, self.bundle.head_weights, threads=self.threads
+        )
         return per_tap if per_layer else distances.reduce_taps(per_tap, self.bundle.reduce)
 
     def score(
@@ -386,8 +388,11 @@ class Engine:
         return px >= SPLIT_ANY_PIXELS or (density >= SPLIT_MIN_DENSITY and px >= SPLIT_MIN_PIXELS)
 
     def _host_head(self, fa: list[np.ndarray], fb: list[np.ndarray]) -> np.ndarray:
-        """Per-tap distances [N, K] of host features on the CPU: NumPy for the LPIPS family."""
-        return distances.per_tap_distance(self.bundle.head, fa, fb, self.bundle.head_weights)
+        """Per-tap distances [N, K] of host features on the CPU: NumPy for the LPIPS family,
+        in as many threads as the engine's sessions (``threads``; None: one per core)."""
+        return distances.per_tap_distance(
+            self.bundle.head, fa, fb, self.bundle.head_weights, threads=self.threads
+        )
 
     def per_tap_from_features(
         self, fa: list[np.ndarray], fb: list[np.ndarray], *, chunk: int = 64
