@@ -198,3 +198,11 @@ def test_per_tap_distance_unknown_head() -> None:
     fa, fb = make_features(0, relu=False)
     with pytest.raises(ValueError, match=r"unknown head kind 'ssim'"):
         distances.per_tap_distance("ssim", fa, fb, {})
+
+
+@pytest.mark.parametrize(("cores", "want"), [(1, 1), (2, 2), (64, distances.MAX_DEFAULT_THREADS)])
+def test_default_threads_follow_affinity_with_a_cap(cores, want, monkeypatch) -> None:
+    monkeypatch.setattr(
+        distances.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False
+    )
+    assert distances.default_threads() == want

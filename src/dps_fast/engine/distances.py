@@ -122,12 +122,19 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
+# At most this many head threads by default: the head is bound by memory bandwidth, and a
+# container's CPU quota does not show in the affinity mask (64 host cores, 2 allowed).
+MAX_DEFAULT_THREADS = 8
+
+
 def default_threads() -> int:
-    """Threads for the NumPy head: the cores this process may use (NumPy releases the GIL)."""
+    """Threads for the NumPy head: the cores this process may use (NumPy releases the GIL),
+    at most ``MAX_DEFAULT_THREADS``."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    return max(1, min(n, MAX_DEFAULT_THREADS))
 
 
 def lpips_per_tap(
