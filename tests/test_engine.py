@@ -694,3 +694,10 @@ def test_numpy_head_keeps_to_the_engines_threads(threads, engines, monkeypatch) 
     assert pools == ([] if threads == 1 else [2])
     assert_close(got, engines("lpips-squeeze").score(a, b), 1e-6)
     assert_close(eng.distance(eng.features(a), eng.features(b)), got, 1e-6)
+    # uint8 NHWC inputs through the trunk@uint8-nhwc graph == the pair graph on the same pairs
+    from dps_fast.engine import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SPLIT_MIN_PIXELS", 1 << 62)
+    monkeypatch.setattr(engine_module, "SPLIT_ANY_PIXELS", 1 << 62)
+    assert not eng._split_pairs(128, 160)
+    assert_close(eng.score(a, b), got, 1e-6)
