@@ -262,8 +262,11 @@ class Engine:
         elif not spatial and self._split_pairs(h, w):
             for i in range(0, n, step):
                 j = min(n, i + step)
-                f = self._run("trunk", {"image": np.concatenate([ba[i:j], bb[i:j]])})
-                per_tap[i:j] = self._host_head([x[: j - i] for x in f], [x[j - i :] for x in f])
+                # a and b in two trunk runs: no copy of the inputs into one batch, and smaller
+                # activations (measured 1.0× at 256², 1.04–1.1× at 1024×768 over one run).
+                fa = self._run("trunk", {"image": ba[i:j]})
+                fb = self._run("trunk", {"image": bb[i:j]})
+                per_tap[i:j] = self._host_head(fa, fb)
         else:
             role = "pair_spatial" if spatial else "pair"
             for i in range(0, n, step):
