@@ -384,11 +384,16 @@ class Engine:
 
     def _split_pairs(self, h: int, w: int) -> bool:
         """Whether pairs of this size run as trunk + NumPy head (CPU, LPIPS family, large)."""
-        if self.device != "cpu" or self.bundle.head not in NUMPY_HEADS:
+        if not self._numpy_head:
             return False
         density = sum(t.channels / max(1, t.stride) ** 2 for t in self.bundle.taps)
         px = h * w
         return px >= SPLIT_ANY_PIXELS or (density >= SPLIT_MIN_DENSITY and px >= SPLIT_MIN_PIXELS)
+
+    @property
+    def _numpy_head(self) -> bool:
+        """Whether host features meet the blocked NumPy head (CPU, LPIPS family)."""
+        return self.device == "cpu" and self.bundle.head in NUMPY_HEADS
 
     def _host_head(self, fa: list[np.ndarray], fb: list[np.ndarray]) -> np.ndarray:
         """Per-tap distances [N, K] of host features on the CPU: NumPy for the LPIPS family,
@@ -407,7 +412,7 @@ class Engine:
         k = len(self.bundle.taps)
         if len(fa) != k or len(fb) != k:
             raise ValueError(f"expected {k} feature arrays per side, got {len(fa)} and {len(fb)}")
-        if self.device == "cpu" and self.bundle.head in NUMPY_HEADS:
+        if self._numpy_head:
             return self._host_head(list(fa), list(fb))
         n = fa[0].shape[0]
         out = np.empty((n, k), np.float32)
@@ -445,7 +450,7 @@ class Engine:
                 else:
                     assert feats is not None
                     fa = [f[i : i + 1] for f in feats]
-                    if self.device == "cpu" and self.bundle.head in NUMPY_HEADS:
+                    if self._numpy_head:
                         fa = [np.broadcast_to(f, (e - s, *f.shape[1:])) for f in fa]
                         m[i, s:e] = m[s:e, i] = self.reduce(
                             self._host_head(fa, [f[s:e] for f in feats])

@@ -94,7 +94,6 @@ def make_session(
     if device not in DEVICES:
         raise ValueError(f"expected device one of {', '.join(DEVICES)}, got {device!r}")
     ort = import_ort()
-    so = session_options(threads)
     avail = ort.get_available_providers()
     want_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in avail)
     if want_cuda:
@@ -106,7 +105,7 @@ def make_session(
             )
         sess = ort.InferenceSession(
             str(path),
-            so,
+            session_options(threads),
             providers=[
                 ("CUDAExecutionProvider", _cuda_options(prefer_nhwc)),
                 "CPUExecutionProvider",
@@ -122,6 +121,6 @@ def make_session(
                 "or use device='cpu'."
             )
         log.warning("CUDA provider did not load (session got %s); running on CPU", got)
-    so = session_options(threads, spin=spin)
+    so = session_options(threads, spin=spin)  # CPU only: CUDA sessions keep the default
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return sess, "cpu"
