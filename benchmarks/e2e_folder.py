@@ -1,12 +1,13 @@
 """End-to-end folder scoring: ``dps-fast score`` against a one-pair-at-a-time PyTorch loop.
 
-    python benchmarks/e2e_folder.py [--rounds 3] [--pairs 48] [--name NAME]
+    python benchmarks/e2e_folder.py [--rounds 3] [--pairs 48] [--precisions fp32,int8] [--name NAME]
     python benchmarks/e2e_folder.py --memory [--name NAME]
 
 Both contenders run as whole processes, start-up included (wall clock of the subprocess):
 
 - ``dps-fast``: ``python -m dps_fast.cli score A B -o out.csv --model BUNDLE --device cpu``
-  (lpips-alex fp32, an exported bundle of seeded random trunk weights);
+  (lpips-alex, an exported bundle of seeded random trunk weights; once per ``--precisions``
+  entry: fp32, and int8 from the same bundle exported with ``--int8``);
 - ``reference-loop``: ``benchmarks/reference_loop.py`` — Pillow decode, ``lpips.LPIPS(net='alex')``
   with the same trunk weights, one pair per forward under ``no_grad``, a CSV row each.
 
@@ -140,13 +141,15 @@ def read_scores(path: Path) -> dict[str, float]:
 # -- in-process parts -----------------------------------------------------------------------
 
 
-def in_process_parts(bundle: Path, da: Path, db: Path, rounds: int) -> dict[str, float]:
+def in_process_parts(
+    bundle: Path, da: Path, db: Path, rounds: int, precision: str = "fp32"
+) -> dict[str, float]:
     """Per pair: decode time (one thread, both images) and engine time (pipeline batches)."""
     from dps_fast import Engine
     from dps_fast.io.decode import decode_image
 
     names = sorted(p.name for p in da.iterdir())
-    eng = Engine(bundle, device="cpu")
+    eng = Engine(bundle, device="cpu", precision=precision)
     a0 = decode_image(da / names[0])
     step = eng.batch_len(*a0.shape[:2])
     dec: list[float] = []
@@ -176,49 +179,58 @@ def in_process_parts(bundle: Path, da: Path, db: Path, rounds: int) -> dict[str,
 # -- the benchmark --------------------------------------------------------------------------
 
 
-def run_e2e(work: Path, rounds: int, pairs: int) -> list[dict[str, Any]]:
-    bundle, weights = bench.prepare_bundle("lpips-alex", work / "cache")
+def run_e2e(
+    work: Path, rounds: int, pairs: int, precisions: tuple[str, ...] = ("fp32",)
+) -> list[dict[str, Any]]:
+    """One row per (size, precision); every precision and the reference loop interleaved."""
+    int8 = "int8" in precisions
+    bundle, weights = bench.prepare_bundle("lpips-alex", work / "cache", int8=int8)
     rows = []
     for w, h in SIZES:
         da, db = make_folders(work / f"jpeg-{w}x{h}-{pairs}", w, h, pairs)
         kb = statistics.mean(p.stat().st_size for p in da.iterdir()) / 1024
-        out_e, out_r = work / f"out-engine-{w}x{h}.csv", work / f"out-ref-{w}x{h}.csv"
-        loop_rates: list[float] = []  # every call's, warm-up and discarded rounds included
+        out_r = work / f"out-ref-{w}x{h}.csv"
+        outs = {p: work / f"out-engine-{p}-{w}x{h}.csv" for p in precisions}
+        # every call's CLI summary pairs/s, warm-up and discarded rounds included
+        loop_rates: dict[str, list[float]] = {p: [] for p in precisions}
         contenders = {
-            "dps-fast": _runner(score_cmd(bundle, da, db, out_e), loop_rates),
-            "reference-loop": _runner(reference_cmd("alex", weights, da, db, out_r)),
+            f"dps-fast-{p}": _runner(score_cmd(bundle, da, db, outs[p], p), loop_rates[p])
+            for p in precisions
         }
+        contenders["reference-loop"] = _runner(reference_cmd("alex", weights, da, db, out_r))
         foreign: dict[str, list[float | None]] = {}
         log.info("e2e %dx%d: %d pairs, %.0f KB per JPEG", w, h, pairs, kb)
         times = bench.interleaved(contenders, rounds=rounds, warmup=1, pause=0.5,
                                   foreign=foreign, quiet=QUIET, retries=rounds,
                                   children=True)  # fmt: skip
-        se, sr = read_scores(out_e), read_scores(out_r)
-        diff = max(abs(se[k] - sr[k]) for k in sr)
-        parts = in_process_parts(bundle, da, db, rounds)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        sr = read_scores(out_r)
         fg = foreign.get(bench.ROUND, [])
-        ideal = 1.0 / (parts["decode_s_per_pair"] + parts["engine_s_per_pair"])
-        # The CLI's own timing (start-up excluded): median over all its calls.
-        loop_rate = statistics.median(loop_rates)
-        rows.append({
-            "size": f"{w}x{h}", "pairs": pairs, "jpeg_kb": round(kb, 1),
-            "rounds": len(times["dps-fast"]),
-            "dps_fast_s": med["dps-fast"], "reference_s": med["reference-loop"],
-            "speedup": med["reference-loop"] / med["dps-fast"],
-            "dps_fast_pairs_s": pairs / med["dps-fast"],
-            "reference_pairs_s": pairs / med["reference-loop"],
-            "cli_loop_pairs_s": loop_rate,
-            "decode_ms": parts["decode_s_per_pair"] * 1e3,
-            "engine_ms": parts["engine_s_per_pair"] * 1e3, "engine_batch": parts["batch"],
-            "ideal_pairs_s": ideal, "cli_loop_rates": loop_rates,
-            "frac_ideal_process": pairs / med["dps-fast"] / ideal,
-            "frac_ideal_loop": loop_rate / ideal,
-            "max_abs_diff_vs_reference": diff,
-            "times": times, "parts": parts,
-            "fgn_max": max((x for x in fg if x is not None), default=None), "fgn_rounds": fg,
-        })  # fmt: skip
-        log.info("%s", {k: v for k, v in rows[-1].items() if k not in ("times", "parts")})
+        t_ref = statistics.median(times["reference-loop"])
+        for p in precisions:
+            se = read_scores(outs[p])
+            diff = max(abs(se[k] - sr[k]) for k in sr)
+            parts = in_process_parts(bundle, da, db, rounds, p)
+            t_e = statistics.median(times[f"dps-fast-{p}"])
+            ideal = 1.0 / (parts["decode_s_per_pair"] + parts["engine_s_per_pair"])
+            # The CLI's own timing (start-up excluded): median over all its calls.
+            loop_rate = statistics.median(loop_rates[p])
+            rows.append({
+                "size": f"{w}x{h}", "precision": p, "pairs": pairs, "jpeg_kb": round(kb, 1),
+                "rounds": len(times[f"dps-fast-{p}"]),
+                "dps_fast_s": t_e, "reference_s": t_ref, "speedup": t_ref / t_e,
+                "dps_fast_pairs_s": pairs / t_e, "reference_pairs_s": pairs / t_ref,
+                "cli_loop_pairs_s": loop_rate,
+                "decode_ms": parts["decode_s_per_pair"] * 1e3,
+                "engine_ms": parts["engine_s_per_pair"] * 1e3, "engine_batch": parts["batch"],
+                "ideal_pairs_s": ideal, "cli_loop_rates": loop_rates[p],
+                "frac_ideal_process": pairs / t_e / ideal,
+                "frac_ideal_loop": loop_rate / ideal,
+                "max_abs_diff_vs_reference": diff,
+                "times": {k: times[k] for k in (f"dps-fast-{p}", "reference-loop")},
+                "parts": parts,
+                "fgn_max": max((x for x in fg if x is not None), default=None), "fgn_rounds": fg,
+            })  # fmt: skip
+            log.info("%s", {k: v for k, v in rows[-1].items() if k not in ("times", "parts")})
     return rows
 
 
@@ -266,15 +278,17 @@ def markdown(rows: list[dict[str, Any]], mem: list[dict[str, Any]]) -> str:
     out = []
     if rows:
         out += [
-            "| size (W×H) | pairs | JPEG KB | rounds | dps-fast s | reference s | speed-up | "
+            "| size (W×H) | precision | pairs | JPEG KB | rounds | dps-fast s | reference s | "
+            "speed-up | "
             "dps-fast pairs/s (process / CLI loop) | decode ms/pair | engine ms/pair | "
             "1/(decode+engine) pairs/s | e2e / ideal (process / loop) | max abs Δ score | fgn |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             fg = "-" if r["fgn_max"] is None else f"{r['fgn_max']:.2f}"
             out.append(
-                f"| {r['size']} | {r['pairs']} | {r['jpeg_kb']:.0f} | {r['rounds']} | "
+                f"| {r['size']} | {r.get('precision', 'fp32')} | {r['pairs']} | "
+                f"{r['jpeg_kb']:.0f} | {r['rounds']} | "
                 f"{r['dps_fast_s']:.2f} | {r['reference_s']:.2f} | {r['speedup']:.2f}× | "
                 f"{r['dps_fast_pairs_s']:.1f} / {r['cli_loop_pairs_s']:.1f} | "
                 f"{r['decode_ms']:.1f} | {r['engine_ms']:.1f} | {r['ideal_pairs_s']:.1f} | "
@@ -293,13 +307,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pairs", type=int, default=48)
     ap.add_argument("--memory", action="store_true", help="peak RSS runs instead of timing")
+    ap.add_argument("--precisions", default="fp32,int8",
+                    help="comma-separated engine precisions (int8: exported variant)")  # fmt: skip
     default_work = bench.default_cache_dir().with_name("dps-fast-e2e")
     ap.add_argument("--work", type=Path, default=default_work)
     ap.add_argument("--name", default=None, help="write results/NAME.{json,md}")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     load_before = Path("/proc/loadavg").read_text().strip()
-    rows = [] if args.memory else run_e2e(args.work, args.rounds, args.pairs)
+    precisions = tuple(args.precisions.split(","))
+    rows = [] if args.memory else run_e2e(args.work, args.rounds, args.pairs, precisions)
     mem = run_memory(args.work) if args.memory else []
     env = bench.environment()
     env.update(loadavg_before=load_before, loadavg_after=Path("/proc/loadavg").read_text().strip())

@@ -36,19 +36,7 @@ log = logging.getLogger("int8")
 
 
 def prepare(model: str, root: Path) -> Path:
-    from dps_fast.bundle import MANIFEST, read_bundle
-    from dps_fast.export import export_model
-    from dps_fast.registry import get_model
-
-    spec = get_model(model)
-    out = root / model
-    if (out / MANIFEST).is_file() and read_bundle(out).has_graph("pair@int8"):
-        return out
-    weights = root / f"{spec.arch}-seed0.pth"
-    if not weights.is_file():
-        bench.make_random_weights(spec.arch, weights, 0)
-    log.info("exporting %s with int8 variants to %s", model, out)
-    return export_model(spec, weights=weights, out=out, force=True, int8=True)
+    return bench.prepare_bundle(model, root, int8=True)[0]
 
 
 def u8(x: np.ndarray) -> np.ndarray:

@@ -420,21 +420,27 @@ def default_cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "dps-fast-bench"
 
 
-def prepare_bundle(model: str, cache_dir: Path, seed: int = 0) -> tuple[Path, Path]:
-    """(bundle folder, weights file) for ``model`` on seeded random trunk weights; made once."""
-    from .bundle import MANIFEST
+def prepare_bundle(
+    model: str, cache_dir: Path, seed: int = 0, *, int8: bool = False
+) -> tuple[Path, Path]:
+    """(bundle folder, weights file) for ``model`` on seeded random trunk weights; made once.
+
+    ``int8`` adds the quantized ``@int8`` graph variants (``dps-fast export --int8``).
+    """
+    from .bundle import MANIFEST, read_bundle
     from .registry import get_model
 
     spec = get_model(model)
     weights = cache_dir / "weights" / f"{spec.arch}-seed{seed}.pth"
     if not weights.is_file():
         make_random_weights(spec.arch, weights, seed)
-    out = cache_dir / "bundles" / f"{model}-seed{seed}"
-    if not (out / MANIFEST).is_file():
+    out = cache_dir / "bundles" / f"{model}-seed{seed}{'-int8' if int8 else ''}"
+    ready = (out / MANIFEST).is_file() and (not int8 or read_bundle(out).has_graph("pair@int8"))
+    if not ready:
         from .export import export_model
 
         log.info("exporting %s (random trunk, seed %d) to %s", model, seed, out)
-        export_model(spec, weights=weights, out=out, force=True)
+        export_model(spec, weights=weights, out=out, force=True, int8=int8)
     return out, weights
 
 
