@@ -35,6 +35,8 @@ NUMPY_HEADS = ("lpips", "lpips-baseline", "dps")
 # Measured on the 2-vCPU Xeon, interleaved: squeeze 1.0–1.66× (1.65× at 1024×768), vgg
 # 0.95–1.10× at 256²; alex 0.92× at 256², 1.01× at 384×512, 1.07–1.08× at 640² and 768², 1.07–1.12×
 # at 1024×768 and 1.18× at 2048×1536.
+# On a 2-vCPU AMD EPYC (benchmarks/results/2026-12-02-cpu-2core-epyc-head.md): squeeze 1.01× at
+# 128², 1.11× at 256², 1.33× at 1024×768; alex 0.95× at 256², 1.05× at 1024×768.
 SPLIT_MIN_DENSITY = 16.0
 SPLIT_MIN_PIXELS = 128 * 128
 SPLIT_ANY_PIXELS = 768 * 768
