@@ -770,3 +770,14 @@ def test_version_and_help() -> None:
     proc = run_script("score", "--help", timeout=60)
     for option in ("--model", "--resize", "--match", "--resume", "--per-layer", "--spatial-dir"):
         assert option in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "metavars"),
+    [("score", ["DIR_A", "DIR_B"]), ("score-pairs", ["PAIRS_CSV"]), ("matrix", ["DIR"]),
+     ("export", ["MODEL"]), ("info", ["BUNDLE"])],
+)  # fmt: skip
+def test_help_names_arguments_as_the_readme_does(command: str, metavars: list[str]) -> None:
+    usage = cli(command, "--help").stdout.splitlines()[0]
+    for m in metavars:
+        assert m in usage, usage

@@ -221,8 +221,8 @@ def _one_side_notes(only_a: list[str], only_b: list[str], dir_a: Path, dir_b: Pa
 
 @app.command()
 def score(
-    dir_a: Path = typer.Argument(..., help="Folder A (e.g. restored images)."),
-    dir_b: Path = typer.Argument(..., help="Folder B (e.g. ground truth)."),
+    dir_a: Path = typer.Argument(..., metavar="DIR_A", help="Folder A (e.g. restored images)."),
+    dir_b: Path = typer.Argument(..., metavar="DIR_B", help="Folder B (e.g. ground truth)."),
     model: str = MODEL,
     weights: Path | None = WEIGHTS,
     device: str = DEVICE,
@@ -263,7 +263,9 @@ def score(
 
 @app.command("score-pairs")
 def score_pairs_cmd(
-    pairs_csv: Path = typer.Argument(..., help="CSV with columns a,b (optional id)."),
+    pairs_csv: Path = typer.Argument(
+        ..., metavar="PAIRS_CSV", help="CSV with columns a,b (optional id)."
+    ),
     model: str = MODEL,
     weights: Path | None = WEIGHTS,
     device: str = DEVICE,
@@ -298,7 +300,7 @@ def score_pairs_cmd(
 
 @app.command()
 def matrix(
-    folder: Path = typer.Argument(..., help="Folder of images of one size."),
+    folder: Path = typer.Argument(..., metavar="DIR", help="Folder of images of one size."),
     out: Path = typer.Option(..., "--out", "-o", help="M.npy (+ M.labels.txt) or M.csv"),
     model: str = MODEL,
     weights: Path | None = WEIGHTS,
@@ -370,7 +372,9 @@ def models() -> None:
 
 @app.command()
 def export(
-    model: str = typer.Argument(..., help="Registry name, or 'dps' with --arch and --taps."),
+    model: str = typer.Argument(
+        ..., metavar="MODEL", help="Registry name, or 'dps' with --arch and --taps."
+    ),
     weights: Path | None = WEIGHTS,
     out: Path | None = typer.Option(None, "--out", "-o", help="Bundle folder (default: cache)."),
     arch: str | None = typer.Option(None, "--arch", help="torchvision architecture (dps)."),
@@ -413,7 +417,9 @@ def export(
 
 @app.command()
 def info(
-    bundle: str = typer.Argument(..., help="Bundle folder or model name (looked up in the cache)."),
+    bundle: str = typer.Argument(
+        ..., metavar="BUNDLE", help="Bundle folder or model name (looked up in the cache)."
+    ),
     weights: Path | None = WEIGHTS,
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
