@@ -35,10 +35,6 @@ QUIET = 0.3
 log = logging.getLogger("int8")
 
 
-def prepare(model: str, root: Path) -> Path:
-    return bench.prepare_bundle(model, root, int8=True)[0]
-
-
 def u8(x: np.ndarray) -> np.ndarray:
     return np.round(x * 255).astype(np.uint8).transpose(0, 2, 3, 1).copy()
 
@@ -79,7 +75,7 @@ def _call(eng: Engine, a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
 def run(models: list[str], rounds: int, root: Path) -> list[dict[str, Any]]:
     rows = []
     for model in models:
-        bundle = prepare(model, root)
+        bundle, _ = bench.prepare_bundle(model, root, int8=True)
         e32 = Engine(bundle, device="cpu")
         e8 = Engine(bundle, device="cpu", precision="int8")
         err = errors(e32, e8)
