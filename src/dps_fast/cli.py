@@ -71,6 +71,16 @@ SPATIAL_DIR = typer.Option(None, "--spatial-dir", help="Write per-pair heatmap P
 DECODE = typer.Option(
     "auto", "--decode", help="auto | cpu | gpu: JPEGs on the GPU with nvImageCodec (cuda only)."
 )
+# --backend ray (the [ray] extra): options handed to dps_fast.distributed as they are.
+BACKEND = typer.Option("local", "--backend", help="local | ray (a Ray cluster; --out is a folder).")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster (default: start a local one).")
+ACTORS = typer.Option("1", "--actors", help="Ray actors: N, or MIN-MAX to autoscale.")
+CPUS_PER_ACTOR = typer.Option(1.0, "--cpus-per-actor", help="CPUs per actor (decode threads).")
+GPUS_PER_ACTOR = typer.Option(0.0, "--gpus-per-actor", help="GPUs per actor (0.5 shares one).")
+UNIT_SIZE = typer.Option(256, "--unit-size", min=1, help="Pairs per unit of work (Ray).")
+NO_PROGRESS = typer.Option(
+    600.0, "--no-progress-timeout", help="Stop a Ray run when no unit finishes for this many s."
+)
 
 
 def _make_engine(
@@ -219,6 +229,21 @@ def _one_side_notes(only_a: list[str], only_b: list[str], dir_a: Path, dir_b: Pa
     return notes
 
 
+def _ray_backend(pairs: list[Any], out: Path | None, spatial_dir: Path | None,
+                 **options: Any) -> int:  # fmt: skip
+    """--backend ray: score on a Ray cluster into a folder of Parquet shards."""
+    from .distributed.cli_run import run_ray_cli
+
+    if spatial_dir is not None:
+        _fail("--spatial-dir is not available with --backend ray")
+    if out is None:
+        _fail("--backend ray needs --out DIR (a folder of Parquet shards)")
+    code, messages = run_ray_cli(pairs, out, **options)
+    for m in messages:
+        _err(m)
+    return code
+
+
 @app.command()
 def score(
     dir_a: Path = typer.Argument(..., metavar="DIR_A", help="Folder A (e.g. restored images)."),
@@ -236,6 +261,13 @@ def score(
     per_layer: bool = PER_LAYER,
     spatial_dir: Path | None = SPATIAL_DIR,
     decode: str = DECODE,
+    backend: str = BACKEND,
+    ray_address: str | None = RAY_ADDRESS,
+    actors: str = ACTORS,
+    cpus_per_actor: float = CPUS_PER_ACTOR,
+    gpus_per_actor: float = GPUS_PER_ACTOR,
+    unit_size: int = UNIT_SIZE,
+    no_progress_timeout: float = NO_PROGRESS,
 ) -> None:
     """Score every image pair of two folders (recursive); one row per pair."""
     from .io.decode import parse_resize
@@ -248,6 +280,15 @@ def score(
         pairing = pair_dirs(dir_a, dir_b, match=match)
     except (PairingError, ValueError) as e:
         _fail(" ".join(str(e).split()))
+    if backend != "local":
+        raise typer.Exit(_ray_backend(
+            pairing.pairs, out, spatial_dir, backend=backend, resume=resume, model=model,
+            weights=weights, device=device, precision=precision, batch_size=batch_size,
+            resize=resize, per_layer=per_layer, workers=workers, decode=decode,
+            address=ray_address, actors=actors, cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor, unit_size=unit_size,
+            no_progress_timeout=no_progress_timeout,
+        ))  # fmt: skip
     engine = _make_engine(model, weights, device, precision, batch_size)
     notes = _one_side_notes(pairing.only_a, pairing.only_b, dir_a, dir_b)
     if pairing.note:
@@ -278,6 +319,13 @@ def score_pairs_cmd(
     per_layer: bool = PER_LAYER,
     spatial_dir: Path | None = SPATIAL_DIR,
     decode: str = DECODE,
+    backend: str = BACKEND,
+    ray_address: str | None = RAY_ADDRESS,
+    actors: str = ACTORS,
+    cpus_per_actor: float = CPUS_PER_ACTOR,
+    gpus_per_actor: float = GPUS_PER_ACTOR,
+    unit_size: int = UNIT_SIZE,
+    no_progress_timeout: float = NO_PROGRESS,
 ) -> None:
     """Score the pairs of a manifest; paths are relative to the manifest's folder."""
     from .io.decode import parse_resize
@@ -288,6 +336,15 @@ def score_pairs_cmd(
         pairs = read_pairs_manifest(pairs_csv)
     except (PairingError, ValueError) as e:
         _fail(" ".join(str(e).split()))
+    if backend != "local":
+        raise typer.Exit(_ray_backend(
+            pairs, out, spatial_dir, backend=backend, resume=resume, model=model,
+            weights=weights, device=device, precision=precision, batch_size=batch_size,
+            resize=resize, per_layer=per_layer, workers=workers, decode=decode,
+            address=ray_address, actors=actors, cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor, unit_size=unit_size,
+            no_progress_timeout=no_progress_timeout,
+        ))  # fmt: skip
     engine = _make_engine(model, weights, device, precision, batch_size)
     options = {"manifest": str(pairs_csv), "resize": resize, "per_layer": per_layer,
                "batch_size": batch_size}  # fmt: skip

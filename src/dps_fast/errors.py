@@ -38,3 +38,8 @@ class OutputValidationError(DpsFastError):
 
 class ProviderError(DpsFastError, RuntimeError):
     """The requested ONNX Runtime execution provider is not available."""
+
+
+class DistributedError(DpsFastError):
+    """A distributed (Ray) run that cannot start or cannot finish: resources, a worker that
+    keeps crashing, no progress, an output folder that cannot be resumed."""
