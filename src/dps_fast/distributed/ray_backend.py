@@ -377,7 +377,8 @@ def _dataset(
     }
     with warnings.catch_warnings():
         # max_restarts / max_task_retries can only be set through **ray_remote_args, which
-        # Ray deprecates for removal in 2.64 (hence the [ray] extra's upper bound).
+        # Ray deprecates for removal in 2.64 (hence the [ray] extra's upper bound). Ray's own
+        # DataContext copy warns about its deprecated fields too.
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = ds.map_batches(
             _UnitActor,
@@ -390,11 +391,11 @@ def _dataset(
             max_restarts=options.max_restarts,
             max_task_retries=options.max_restarts,
         )
-    ctx = ds.context
-    ctx.execution_no_progress_timeout_s = options.no_progress_timeout
-    ctx.max_errored_blocks = 0  # an error fails the run: rows are never dropped silently
-    ctx.actor_task_retry_on_errors = False  # score_unit never raises; a raise is a bug
-    ctx.enable_progress_bars = False
+        ctx = ds.context
+        ctx.execution_no_progress_timeout_s = options.no_progress_timeout
+        ctx.max_errored_blocks = 0  # an error fails the run: rows are never dropped silently
+        ctx.actor_task_retry_on_errors = False  # score_unit never raises; a raise is a bug
+        ctx.enable_progress_bars = False
     return ds
 
 

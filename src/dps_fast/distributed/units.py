@@ -148,9 +148,9 @@ def _run(
     scorer.loader = _UnitLoader(scorer.loader, Counter(_paths(pairs)), stats)  # type: ignore[assignment]
     for it, rec in zip(items, scorer.run(pairs), strict=True):
         rec["id"] = it.id
-        out.append(rec)
-        if on_record is not None:
+        if on_record is not None:  # before the append: a raise here redoes the pair
             on_record(it)
+        out.append(rec)
 
 
 def _paths(pairs: Sequence[Any]) -> list[Path | None]:

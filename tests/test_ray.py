@@ -1,0 +1,231 @@
+"""The Ray backend on a real local Ray: parity with in-process scoring, and the faults.
+
+One cluster for the module (4 logical CPUs, small object store, no dashboard), shut down at the
+end with a check that no Ray process is left. Drivers run in this process (the Python API) or
+as ``dps-fast`` subprocesses connected to the same cluster (exit codes, SIGKILL).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+import dps_fast
+from dps_fast.distributed import RayOptions, read_results
+from dps_fast.distributed.output import META, SUCCESS
+from images import save_array, textured
+
+ray = pytest.importorskip("ray")  # in the dev extra; importorskip keeps collection plain
+
+CLUSTER_CPUS = 4
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A local Ray for this module; its address for subprocess drivers."""
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    ctx = ray.init(
+        num_cpus=CLUSTER_CPUS,
+        object_store_memory=256 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    try:
+        yield ctx.address_info["gcs_address"]
+    finally:
+        ray.shutdown()
+        deadline = time.monotonic() + 30
+        left: list[Any] = []
+        while time.monotonic() < deadline:
+            left = [p for p in me.children(recursive=True) if p.pid not in before]
+            left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            if not left:
+                break
+            time.sleep(0.5)
+        assert not left, f"Ray processes left behind: {[p.name() for p in left]}"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 pairs on 3 shared references, plus failing pairs that form a unit of their own."""
+    root = tmp_path_factory.mktemp("raydata")
+    for r in range(3):
+        save_array(textured(64, 64, r), root / f"ref{r}.png")
+    for i in range(40):
+        save_array(textured(64, 64, 100 + i), root / f"d{i}.png")
+    (root / "broken.png").write_bytes(b"not an image")
+    save_array(textured(48, 64, 7), root / "small.png")
+    rows = ["a,b,id"] + [f"d{i}.png,ref{i % 3}.png,p{i:02d}" for i in range(40)]
+    # Four failing pairs on one (missing) reference: grouped, they fill a unit of 4 alone.
+    rows += [f"d{i}.png,gone.png,g{i}" for i in range(4)]
+    rows += ["broken.png,ref0.png,x1", "small.png,ref0.png,x2", "d0.png,,x3"]
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return root / "pairs.csv"
+
+
+@pytest.fixture(scope="module")
+def alex(bundle: Callable[[str], Path]) -> Path:
+    return bundle("lpips-alex")
+
+
+@pytest.fixture(scope="module")
+def reference(data: Path, engines: Callable[[str], Any]) -> dict[str, dict[str, Any]]:
+    """In-process score_pairs rows by id (per layer)."""
+    eng = engines("lpips-alex")
+    return {r["id"]: r for r in dps_fast.score_pairs(data, engine=eng, per_layer=True)}
+
+
+def _rows(out: Path) -> dict[str, dict[str, Any]]:
+    table = read_results(out)
+    ids = table["id"].to_pylist()
+    assert len(ids) == len(set(ids)), "a pair has more than one row"
+    return {r["id"]: r for r in table.to_pylist()}
+
+
+def _same(got: dict[str, dict[str, Any]], want: dict[str, dict[str, Any]]) -> None:
+    assert got.keys() == want.keys()
+    for k, w in want.items():
+        g = got[k]
+        assert (g["a"], g["b"], g["error"]) == (w["a"], w["b"], w["error"]), k
+        if w["score"] is None:
+            assert g["score"] is None, k
+        else:
+            assert abs(g["score"] - w["score"]) <= 1e-6, k
+        for col in (c for c in w if c.startswith("tap_")):
+            if w[col] is not None:
+                assert abs(g[col] - w[col]) <= 1e-6, (k, col)
+
+
+def _score(data: Path, alex: Path, out: Path, **kw: Any) -> Any:
+    from dps_fast.distributed import score_pairs_ray
+
+    opts = RayOptions(unit_size=kw.pop("unit_size", 4), actors=kw.pop("actors", (1, 1)),
+                      no_progress_timeout=60)  # fmt: skip
+    return score_pairs_ray(data, out, model=alex, device="cpu", options=opts, **kw)
+
+
+def test_same_rows_as_in_process(cluster, data, alex, reference, tmp_path) -> None:
+    out = tmp_path / "out"
+    run = _score(data, alex, out, per_layer=True, actors=(1, 2))
+    _same(_rows(out), reference)
+    assert run.total == 47 and run.failed == 7 and run.scored == 40 and not run.crashed
+    # One shard per unit; the unit whose pairs all fail keeps a float64 score column.
+    shards = sorted(out.glob("part-*.parquet"))
+    assert len(shards) == run.units > 1
+    all_failed = [
+        s for s in shards if pq.read_table(s)["score"].null_count == pq.read_metadata(s).num_rows
+    ]
+    assert all_failed, "expected a unit where every pair fails"
+    assert all(str(pq.read_schema(s).field("score").type) == "double" for s in shards)
+    import json
+
+    done = json.loads((out / SUCCESS).read_text())
+    assert done["pairs"] == 47 and done["failed"] == 7
+    meta = json.loads((out / META).read_text())
+    assert meta["backend"] == "ray" and meta["bundle_sha256"] and meta["columns"][-1] == "id"
+
+
+def test_actor_crashing_once_mid_unit(
+    cluster, data, alex, reference, tmp_path, monkeypatch
+) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    monkeypatch.setenv("DPS_FAST_RAY_FAULT", f"crash-once:p07:{flags}")
+    out = tmp_path / "out"
+    run = _score(data, alex, out, per_layer=True, unit_size=8)
+    assert (flags / "crashed").exists()
+    assert len(list(flags.glob("init-*"))) == 2  # the actor was restarted once
+    _same(_rows(out), reference)
+    assert not run.crashed and (out / SUCCESS).exists()
+
+
+def test_engine_raising_inside_a_unit(
+    cluster, data, alex, reference, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("DPS_FAST_RAY_FAULT", "raise:p05")
+    out = tmp_path / "out"
+    run = _score(data, alex, out, per_layer=True, unit_size=8)
+    rows = _rows(out)
+    assert rows["p05"]["error"] == "scoring failed: RuntimeError: injected fault on pair p05"
+    assert rows["p05"]["score"] is None
+    del rows["p05"]
+    _same(rows, {k: v for k, v in reference.items() if k != "p05"})
+    assert run.failed == 8
+
+
+def _cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "dps_fast.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_pair_always_crashing_its_worker_exits_2(cluster, data, alex, tmp_path) -> None:
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    fault = {"DPS_FAST_RAY_FAULT": "crash-always:p04"}
+    r = _cli("score-pairs", str(data), "--model", str(alex), "--device", "cpu", "--backend", "ray",
+             "--ray-address", cluster, "--out", str(out), "--unit-size", "8",
+             "--no-progress-timeout", "60", env=fault)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert time.monotonic() - t0 < 100
+    assert "crashed their worker on every attempt: id p04 (d4.png, ref1.png)" in r.stderr
+    rows = _rows(out)
+    assert len(rows) == 47 and rows["p04"]["error"].startswith("worker crashed")
+    assert not (out / SUCCESS).exists()
+
+
+def test_more_actor_cpus_than_the_cluster_exits_2(cluster, data, alex, tmp_path) -> None:
+    t0 = time.monotonic()
+    r = _cli("score-pairs", str(data), "--model", str(alex), "--device", "cpu", "--backend", "ray",
+             "--ray-address", cluster, "--out", str(tmp_path / "o"), "--actors", "2",
+             "--cpus-per-actor", "3")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "cannot place 2 actor(s) × 3 CPU: it has 4 CPU" in r.stderr
+    assert time.monotonic() - t0 < 60
+
+
+def test_driver_killed_then_resume(cluster, data, alex, reference, tmp_path) -> None:
+    out = tmp_path / "out"
+    args = ["score-pairs", str(data), "--model", str(alex), "--device", "cpu", "--backend", "ray",
+            "--ray-address", cluster, "--out", str(out), "--unit-size", "4",
+            "--per-layer"]  # fmt: skip
+    env = {**os.environ, "DPS_FAST_RAY_FAULT": "slow:0.3"}
+    proc = subprocess.Popen([sys.executable, "-m", "dps_fast.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(out.glob("part-*.parquet"))) < 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no shards within 90 s"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert (
+        not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+    )
+    shards = sorted(out.glob("part-*.parquet"))
+    assert 3 <= len(shards) < 12 and not (out / SUCCESS).exists()
+    raw = shards[0].read_bytes()
+    shards[0].write_bytes(raw[: len(raw) // 2])
+    r = _cli(*args, "--resume")
+    assert r.returncode == 1, r.stderr  # the failing pairs
+    assert "1 unreadable shard(s) deleted" in r.stderr
+    _same(_rows(out), reference)
+    assert (out / SUCCESS).exists()
