@@ -406,6 +406,56 @@ def matrix(
 
 
 @app.command()
+def evaluate(
+    datasets: list[str] = typer.Argument(
+        None, metavar="KIND=PATH...", help="bapps|tid2013|kadid10k|pipal|live|mos=PATH"
+    ),
+    model: list[str] = typer.Option(
+        [], "--model", "-m", help="Model name or bundle (repeat for several)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    weights: Path | None = WEIGHTS,
+    device: str = DEVICE,
+    precision: str = PRECISION,
+    batch_size: int | None = BATCH,
+    workers: int | None = WORKERS,
+    resize: str | None = typer.Option(
+        None, "--resize", help="Override each dataset's protocol (BAPPS short-side:64)."
+    ),
+    subsets: str | None = typer.Option(None, "--subsets", help="BAPPS subsets, e.g. cnn,val/color"),
+    jnd: bool = typer.Option(True, "--jnd/--no-jnd", help="Also BAPPS JND (when present)."),
+    higher_better: bool = typer.Option(False, "--higher-better", help="mos= scores: MOS-like."),
+    lower_better: bool = typer.Option(False, "--lower-better", help="mos= scores: DMOS-like."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Deterministic subset of N."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the pairs already scored in --out."),
+    from_scores: Path | None = typer.Option(
+        None, "--from-scores", help="Recompute every statistic from DIR/scores (no engine)."
+    ),
+    fit: str = typer.Option("logistic4", "--fit", help="logistic4 | logistic5 | none"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="BCa resamples (0: no CI)."),
+    ci: float = typer.Option(0.95, "--ci", help="Confidence level."),
+    seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    outlier_k: float = typer.Option(2.0, "--outlier-k", help="Outlier beyond k·σ."),
+    tap_subsets: str | None = typer.Option(
+        None, "--tap-subsets", help="single,prefix: main measure per layer subset."
+    ),
+    decode: str = DECODE,
+) -> None:
+    """How well models agree with human judgments: scores, measures, CIs (needs [eval])."""
+    from .evaluate.cli import main as run_evaluate
+
+    raise typer.Exit(
+        run_evaluate(
+            datasets or [], models=model, out=out, weights=weights, device=device,
+            precision=precision, batch_size=batch_size, workers=workers, resize=resize,
+            subsets=subsets, jnd=jnd, higher_better=higher_better, lower_better=lower_better,
+            limit=limit, resume=resume, from_scores=from_scores, fit=fit, bootstrap=bootstrap,
+            ci=ci, seed=seed, outlier_k=outlier_k, tap_subsets=tap_subsets, decode=decode,
+        )
+    )  # fmt: skip
+
+
+@app.command()
 def models() -> None:
     """List the registered models and which bundles are in the cache."""
     from .cache import cache_root, cached_bundles

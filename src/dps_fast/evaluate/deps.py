@@ -1,0 +1,30 @@
+"""The ``[eval]`` extra (scipy, matplotlib), imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ..errors import DpsFastError
+
+INSTALL = "pip install 'dps-fast[eval]'"
+
+
+class MissingExtraError(DpsFastError, ImportError):
+    """scipy or matplotlib is missing: the message gives the install line."""
+
+
+def need(module: str) -> ModuleType:
+    """Import ``module`` (a scipy or matplotlib module) or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(
+            f"dps-fast evaluate needs {module.split('.')[0]} ({e}); install it with: {INSTALL}"
+        ) from None
+
+
+def check() -> None:
+    """Raise :class:`MissingExtraError` unless scipy is importable (plots check matplotlib)."""
+    need("scipy.stats")
+    need("scipy.optimize")

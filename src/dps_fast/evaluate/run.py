@@ -1,0 +1,251 @@
+"""``dps-fast evaluate``: read datasets, score them with each model, compute and write the study.
+
+The library never prints: progress goes to a callback, and :func:`evaluate` returns what the
+CLI reports. Outputs under ``out``: ``scores/<model>/<dataset>.csv`` (resumable),
+``summary.csv`` / ``summary.json`` (one row per model × dataset × subset × measure),
+``diffs.csv`` (paired differences between models), ``items/`` and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from . import deps
+from .items import Dataset, LayoutError
+from .readers import parse_dataset_arg, read_dataset
+from .scoring import ScoreTable, read_scores, safe_name, score_dataset
+from .summary import COLUMNS, Options, Row, paired_rows, table_rows
+
+# (stage, done, total): "score <model> <dataset>" while scoring, "measures" after.
+ProgressFn = Callable[[str, int, int], None]
+DIFF_COLUMNS = (
+    "dataset",
+    "subset",
+    "measure",
+    "model_a",
+    "model_b",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "n",
+)
+
+
+@dataclass
+class EvalConfig:
+    """Everything one evaluation run needs (the CLI's options)."""
+
+    datasets: list[str]
+    models: list[str]
+    out: Path
+    weights: Path | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    batch_size: int | None = None
+    workers: int | None = None
+    resize: str | None = None  # None: each dataset's protocol (BAPPS short-side:64)
+    subsets: list[str] | None = None
+    jnd: bool = True
+    higher_better: bool | None = None
+    limit: int | None = None
+    resume: bool = False
+    from_scores: Path | None = None
+    tap_subsets: list[str] = field(default_factory=list)  # "single", "prefix"
+    decode: str = "auto"
+    options: Options = field(default_factory=Options)
+
+
+@dataclass
+class EvalResult:
+    rows: list[Row]
+    diffs: list[dict[str, Any]]
+    tables: list[ScoreTable]
+    scored: int = 0
+    failed_pairs: int = 0
+    failed_items: int = 0
+    seconds_scoring: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if (self.failed_pairs or self.failed_items) else 0
+
+
+def load_datasets(cfg: EvalConfig) -> list[Dataset]:
+    """Read and validate every ``KIND=PATH`` before anything is scored."""
+    out: list[Dataset] = []
+    for arg in cfg.datasets:
+        kind, path = parse_dataset_arg(arg)
+        for ds in read_dataset(
+            kind, path, subsets=cfg.subsets, jnd=cfg.jnd, higher_better=cfg.higher_better
+        ):
+            out.append(ds.limit(cfg.limit))
+    names = [d.name for d in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise LayoutError(f"two datasets are named {dup[0]!r}; give each manifest its own name")
+    return out
+
+
+def _tap_sets(spec: list[str], n: int) -> list[list[int]]:
+    sets: list[list[int]] = []
+    for s in spec:
+        if s == "single":
+            sets += [[i] for i in range(n)]
+        elif s == "prefix":
+            sets += [list(range(k)) for k in range(1, n + 1)]
+        else:
+            raise ValueError(f"--tap-subsets: expected single and/or prefix, got {s!r}")
+    unique: list[list[int]] = []
+    for t in sets:
+        if t not in unique:
+            unique.append(t)
+    return unique
+
+
+def score_all(
+    cfg: EvalConfig, datasets: list[Dataset], result: EvalResult, progress: ProgressFn | None
+) -> list[Path]:
+    """Score every dataset with every model; returns the score files."""
+    from ..engine import Engine
+
+    files: list[Path] = []
+    used: set[str] = set()
+    for model in cfg.models:
+        engine = Engine(
+            model,
+            device=cfg.device,
+            precision=cfg.precision,
+            weights=cfg.weights,
+            batch_size=cfg.batch_size,
+        )
+        label = safe_name(engine.bundle.model)
+        base, k = label, 2
+        while label in used:
+            label, k = f"{base}-{k}", k + 1
+        used.add(label)
+        for ds in datasets:
+            path = cfg.out / "scores" / label / f"{safe_name(ds.name)}.csv"
+            stage = f"score {label} {ds.name}"
+            cb = None if progress is None else (lambda d, t, s=stage: progress(s, d, t))
+            run = score_dataset(
+                engine,
+                ds,
+                path,
+                resize=cfg.resize or ds.resize,
+                workers=cfg.workers,
+                resume=cfg.resume,
+                decode=cfg.decode,
+                progress=cb,
+            )
+            result.scored += run.scored
+            result.failed_pairs += run.failed
+            result.seconds_scoring += run.seconds
+            files.append(path)
+    return files
+
+
+def score_files(root: Path) -> list[Path]:
+    """The score files of an earlier run's ``--out`` folder."""
+    files = sorted((root / "scores").glob("*/*.csv"))
+    if not files:
+        raise LayoutError(f"--from-scores {root}: no scores/<model>/<dataset>.csv files found")
+    return files
+
+
+def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """Run the study: score (or read saved scores), compute every measure, write the outputs."""
+    deps.check()
+    t0 = time.perf_counter()
+    result = EvalResult([], [], [])
+    if cfg.from_scores is not None:
+        files = score_files(cfg.from_scores)
+    else:
+        if not cfg.models:
+            raise ValueError("give at least one --model")
+        datasets = load_datasets(cfg)
+        files = score_all(cfg, datasets, result, progress)
+    tables = [read_scores(f) for f in files]
+    result.tables = tables
+    for i, t in enumerate(tables):
+        if progress is not None:
+            progress("measures", i, len(tables))
+        taps = _tap_sets(cfg.tap_subsets, len(t.taps)) if cfg.tap_subsets else None
+        result.rows += table_rows(t, cfg.options, taps)
+        result.failed_items += t.failed
+    by_ds: dict[str, list[ScoreTable]] = {}
+    for t in tables:
+        by_ds.setdefault(t.dataset, []).append(t)
+    for group in by_ds.values():
+        for a, b in itertools.combinations(group, 2):
+            result.diffs += paired_rows(a, b, cfg.options)
+    write_outputs(cfg, result, files, time.perf_counter() - t0)
+    return result
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([_cell(r.get(c)) for c in columns])
+
+
+def _json_safe(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def write_outputs(cfg: EvalConfig, result: EvalResult, files: list[Path], seconds: float) -> None:
+    """summary.csv / summary.json, diffs.csv, meta.json under ``cfg.out``."""
+    out = cfg.out
+    rows = [r.as_dict() for r in result.rows]
+    _write_csv(out / "summary.csv", COLUMNS, rows)
+    (out / "summary.json").write_text(
+        json.dumps([{k: _json_safe(v) for k, v in r.items()} for r in rows], indent=1) + "\n",
+        encoding="utf-8",
+    )
+    _write_csv(out / "diffs.csv", DIFF_COLUMNS, result.diffs)
+    o = cfg.options
+    meta = {
+        "dps_fast": __version__,
+        "command": "evaluate",
+        "datasets": cfg.datasets,
+        "models": cfg.models,
+        "from_scores": None if cfg.from_scores is None else str(cfg.from_scores),
+        "score_files": [str(f) for f in files],
+        "lower_is_better": {t.model: t.lower_is_better for t in result.tables},
+        "options": {
+            "fit": o.fit,
+            "bootstrap": o.n_resamples,
+            "ci": o.confidence,
+            "seed": o.seed,
+            "outlier_k": o.outlier_k,
+            "limit": cfg.limit,
+            "resize": cfg.resize,
+            "subsets": cfg.subsets,
+            "jnd": cfg.jnd,
+            "tap_subsets": cfg.tap_subsets,
+            "device": cfg.device,
+            "precision": cfg.precision,
+        },
+        "sign_convention": "quality = -distance; correlations are signed (never abs)",
+        "seconds": seconds,
+        "seconds_scoring": result.seconds_scoring,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

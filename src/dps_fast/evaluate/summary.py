@@ -1,0 +1,242 @@
+"""Summary rows: one per model × dataset × subset × measure, with a BCa CI, n and failures.
+
+Measures per protocol: ``2afc`` and its ``2afc_ceiling`` (BAPPS 2AFC), ``jnd_map`` (BAPPS JND),
+``srocc``, ``krocc``, ``plcc`` (raw), ``plcc_fit``, ``rmse_fit``, ``outlier_ratio`` (MOS sets).
+Per distortion type (``subset`` = ``type=XX``) the rank and raw correlations. With tap subsets,
+the main measure again for distances recombined from those taps (``taps`` column).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from . import measures as M
+from .scoring import ScoreTable
+from .stats import bootstrap_ci, clusters
+
+COLUMNS = (
+    "model",
+    "dataset",
+    "subset",
+    "measure",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+    "failed",
+    "taps",
+    "note",
+    "params",
+)
+FIT_MEASURES = ("plcc_fit", "rmse_fit", "outlier_ratio")
+MOS_MEASURES = ("srocc", "krocc", "plcc", "plcc_fit", "rmse_fit", "outlier_ratio")
+FIT_CHOICES = M.FITS
+MAIN = {"2afc": "2afc", "jnd": "jnd_map", "mos": "srocc"}
+
+
+@dataclass
+class Row:
+    model: str
+    dataset: str
+    subset: str
+    measure: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    failed: int
+    taps: str = ""
+    note: str = ""
+    params: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Options:
+    """How measures are computed (the CLI's --fit, --bootstrap, --ci, --seed, --outlier-k)."""
+
+    fit: str = "logistic4"
+    n_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    outlier_k: float = 2.0
+
+
+def mos_values(q: np.ndarray, t: np.ndarray, std: np.ndarray, opts: Options) -> np.ndarray:
+    """srocc, krocc, plcc, plcc_fit, rmse_fit, outlier_ratio of quality ``q`` vs rating ``t``."""
+    fit = M.fit_logistic(q, t, opts.fit)
+    f = fit(q)
+    if fit.ok or fit.kind == "none":
+        out, _ = M.outliers(t, f, std, opts.outlier_k)
+        fitted = [M.plcc(f, t), M.rmse(t, f), float(out.mean())]
+    else:
+        fitted = [math.nan] * 3
+    return np.array([M.srocc(q, t), M.krocc(q, t), M.plcc(q, t), *fitted])
+
+
+Stat = Callable[[np.ndarray], np.ndarray]
+
+
+def _stat(table: ScoreTable, dist: dict[str, np.ndarray], opts: Options, full: bool) -> Stat:
+    """The statistic over item indices for this table's protocol (vector of values)."""
+    if table.protocol == "2afc":
+        d0, d1, j = dist["p0"], dist["p1"], table.label
+        return lambda i: np.array([M.two_afc(d0[i], d1[i], j[i]), M.human_ceiling(j[i])])
+    if table.protocol == "jnd":
+        d, s = dist["d"], table.label
+        return lambda i: np.array([M.jnd_map(d[i], s[i])])
+    q, t, sd = -dist["d"], table.target(), table.label_std
+    if full:
+        return lambda i: mos_values(q[i], t[i], sd[i], opts)
+    return lambda i: np.array([M.srocc(q[i], t[i]), M.krocc(q[i], t[i]), M.plcc(q[i], t[i])])
+
+
+def _names(protocol: str, full: bool) -> tuple[str, ...]:
+    if protocol == "2afc":
+        return ("2afc", "2afc_ceiling")
+    if protocol == "jnd":
+        return ("jnd_map",)
+    return MOS_MEASURES if full else MOS_MEASURES[:3]
+
+
+def _subsets(table: ScoreTable) -> list[tuple[str, np.ndarray, bool]]:
+    """(name, mask, full measures?) for each reported subset; ``all`` first."""
+    out = [("all", np.ones(table.n, bool), True)]
+    if table.protocol in ("2afc", "jnd"):
+        subs = sorted(set(table.subset.tolist()))
+        if len(subs) > 1:
+            out += [(s, table.subset == s, True) for s in subs]
+    else:
+        types = sorted(set(table.dtype.tolist()) - {""})
+        if len(types) > 1:
+            out += [(f"type={t}", table.dtype == t, False) for t in types]
+    return out
+
+
+def table_rows(
+    table: ScoreTable, opts: Options, tap_subsets: list[list[int]] | None = None
+) -> list[Row]:
+    """Summary rows for one model on one dataset."""
+    rows: list[Row] = []
+    failed_by = table.meta.get("failed_by_subset", {})
+    for sub, mask, full in _subsets(table):
+        part = table.select(mask)
+        failed = table.failed if sub == "all" else int(failed_by.get(sub, 0))
+        if part.n == 0:
+            continue
+        members = clusters(part.group.tolist())
+        stat = _stat(part, part.dist, opts, full)
+        values = stat(np.arange(part.n))
+        lo, hi = bootstrap_ci(
+            stat, members, n_resamples=opts.n_resamples, confidence=opts.confidence, seed=opts.seed
+        )
+        note, params = "", ""
+        if part.protocol == "mos" and full:
+            fit = M.fit_logistic(-part.dist["d"], part.target(), opts.fit)
+            note = f"fit {fit.kind}: {fit.status}"
+            params = json.dumps(fit.params)
+            if fit.ok:
+                _, how = M.outliers(
+                    part.target(), fit(-part.dist["d"]), part.label_std, opts.outlier_k
+                )
+                note += f"; outliers vs {how}"
+        if part.protocol == "2afc":
+            note = "ceiling = mean(max(j, 1-j))"
+        for name, v, a, b in zip(_names(part.protocol, full), values, lo, hi, strict=True):
+            rows.append(
+                Row(
+                    table.model,
+                    table.dataset,
+                    sub,
+                    name,
+                    float(v),
+                    float(a),
+                    float(b),
+                    part.n,
+                    failed,
+                    "",
+                    note if name in FIT_MEASURES or part.protocol != "mos" else "",
+                    params if name in FIT_MEASURES else "",
+                )
+            )
+        if sub == "all" and tap_subsets:
+            main = MAIN[part.protocol]
+            for idx in tap_subsets:
+                dist = part.with_taps(idx)
+                st = _stat(part, dist, opts, False)
+                k = _names(part.protocol, False).index(main)
+                v = float(st(np.arange(part.n))[k])
+
+                def one(i: np.ndarray, st: Stat = st, k: int = k) -> np.ndarray:
+                    return st(i)[k : k + 1]
+
+                lo2, hi2 = bootstrap_ci(
+                    one,
+                    members,
+                    n_resamples=opts.n_resamples,
+                    confidence=opts.confidence,
+                    seed=opts.seed,
+                )
+                rows.append(
+                    Row(
+                        table.model,
+                        table.dataset,
+                        sub,
+                        main,
+                        v,
+                        float(lo2[0]),
+                        float(hi2[0]),
+                        part.n,
+                        failed,
+                        "+".join(table.taps[i] for i in idx),
+                    )
+                )
+    return rows
+
+
+def paired_rows(a: ScoreTable, b: ScoreTable, opts: Options) -> list[dict[str, Any]]:
+    """Differences a − b of the main measures on the items both scored, with a paired BCa CI."""
+    common = sorted(set(a.items) & set(b.items))
+    if not common:
+        return []
+    ia = {k: i for i, k in enumerate(a.items)}
+    ib = {k: i for i, k in enumerate(b.items)}
+    ta = a.take(np.array([ia[k] for k in common], np.intp))
+    tb = b.take(np.array([ib[k] for k in common], np.intp))
+    sa, sb = _stat(ta, ta.dist, opts, False), _stat(tb, tb.dist, opts, False)
+    names = _names(ta.protocol, False)
+    keep = [i for i, n in enumerate(names) if n != "2afc_ceiling"]
+
+    def diff(i: np.ndarray) -> np.ndarray:
+        return (sa(i) - sb(i))[keep]
+
+    value = diff(np.arange(ta.n))
+    lo, hi = bootstrap_ci(
+        diff,
+        clusters(ta.group.tolist()),
+        n_resamples=opts.n_resamples,
+        confidence=opts.confidence,
+        seed=opts.seed,
+    )
+    return [
+        {
+            "dataset": ta.dataset,
+            "subset": "all",
+            "measure": names[k],
+            "model_a": a.model,
+            "model_b": b.model,
+            "diff": float(v),
+            "ci_low": float(x),
+            "ci_high": float(y),
+            "n": ta.n,
+        }
+        for k, v, x, y in zip(keep, value, lo, hi, strict=True)
+    ]

@@ -1,0 +1,103 @@
+"""Each measure against values computed by hand on tiny inputs; CIs and recombined taps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dps_fast.evaluate import measures as M
+from dps_fast.evaluate.stats import bootstrap_ci, clusters
+from dps_fast.evaluate.summary import Options, mos_values
+
+
+def test_two_afc_with_tie_and_ceiling() -> None:
+    d0, d1 = np.array([0.1, 0.5, 0.3, 0.2]), np.array([0.2, 0.4, 0.3, 0.1])
+    j = np.array([0.0, 0.2, 0.6, 1.0])
+    # credits: d0<d1 → 1-0 = 1; d1<d0 → .2; tie → .5; d1<d0 → 1  → mean 2.7/4
+    assert M.two_afc_per_item(d0, d1, j).tolist() == [1.0, 0.2, 0.5, 1.0]
+    assert M.two_afc(d0, d1, j) == pytest.approx(0.675)
+    assert M.human_ceiling(j) == pytest.approx(0.85)
+
+
+def test_jnd_map_by_hand() -> None:
+    d = np.array([0.1, 0.2, 0.3, 0.4])
+    assert M.jnd_map(d, np.array([1, 0, 1, 0])) == pytest.approx(5 / 6)
+    assert M.jnd_map(d, np.array([1, 1, 0, 0])) == pytest.approx(1.0)
+    assert M.jnd_map(d, np.array([0, 0, 1, 1])) == pytest.approx(0.5)
+    # a stable sort: with tied distances the first listed item comes first
+    assert M.jnd_map(np.zeros(2), np.array([1, 0])) == pytest.approx(1.0)
+    assert M.jnd_map(np.zeros(2), np.array([0, 1])) == pytest.approx(0.5)
+
+
+def test_correlations_of_a_known_permutation() -> None:
+    q, t = np.arange(1.0, 6.0), np.array([2.0, 1, 4, 3, 5])
+    assert M.srocc(q, t) == pytest.approx(0.8)
+    assert M.krocc(q, t) == pytest.approx(0.6)
+    assert M.plcc(q, t) == pytest.approx(0.8)
+
+
+def test_backwards_measure_is_negative_not_hidden() -> None:
+    q, t = np.arange(10.0), np.arange(10.0) ** 2
+    assert M.srocc(-q, t) == pytest.approx(-1.0)
+    assert M.krocc(-q, t) == pytest.approx(-1.0)
+    assert M.plcc(-q, t) < 0
+
+
+@pytest.mark.parametrize("kind", ["logistic4", "logistic5"])
+def test_logistic_fit_of_logistic_data(kind: str) -> None:
+    q = np.linspace(-3, 3, 40)
+    t = (
+        M.logistic4(q, 9.0, 1.0, 0.3, 0.8)
+        if kind == "logistic4"
+        else M.logistic5(q, 6.0, 1.5, 0.2, 0.1, 4.0)
+    )
+    fit = M.fit_logistic(q, t, kind)
+    assert fit.ok, fit.status
+    assert M.plcc(fit(q), t) == pytest.approx(1.0, abs=1e-9)
+    assert M.rmse(t, fit(q)) < 1e-6
+    assert M.plcc(q, t) < 0.999  # the raw PLCC is not 1: the fit is what makes it so
+
+
+def test_failed_fit_is_reported() -> None:
+    q = np.zeros(6)
+    fit = M.fit_logistic(q, np.arange(6.0), "logistic4")
+    assert not fit.ok and fit.status.startswith("failed")
+    vals = mos_values(q, np.arange(6.0), np.full(6, np.nan), Options())
+    assert np.isnan(vals[3:]).all()
+
+
+def test_outlier_ratio_by_hand() -> None:
+    t = np.array([1.0, 2.0, 3.0, 4.0])
+    f = np.array([1.0, 2.5, 3.0, 2.0])
+    out, how = M.outliers(t, f, np.array([0.1, 0.2, 0.1, 1.5]), k=2.0)
+    assert out.tolist() == [False, True, False, False] and how == "item rating spread"
+    res = t - f  # 0, -.5, 0, 2: mean .375, std √(3.6875/4) = .96014; 2σ = 1.92: the last
+    out2, how2 = M.outliers(t, f, None, k=2.0)
+    assert out2.tolist() == [False, False, False, True] and "residual" in how2
+    assert np.std(res) == pytest.approx(0.96014, abs=1e-5)
+
+
+def test_bootstrap_ci_is_seeded_and_clustered() -> None:
+    x = np.random.default_rng(1).normal(size=60)
+    groups = [i // 3 for i in range(60)]  # 20 clusters of 3
+    members = clusters(groups)
+    assert len(members) == 20 and members[1].tolist() == [3, 4, 5]
+
+    def mean(i: np.ndarray) -> np.ndarray:
+        return np.array([x[i].mean()])
+
+    lo, hi = bootstrap_ci(mean, members, n_resamples=200, seed=3)
+    lo2, hi2 = bootstrap_ci(mean, members, n_resamples=200, seed=3)
+    assert (lo, hi) == (lo2, hi2) and lo[0] < x.mean() < hi[0]
+    lo3, _ = bootstrap_ci(mean, members, n_resamples=0)
+    assert math.isnan(lo3[0])
+
+
+def test_tap_sum_vs_mean_give_identical_ranks() -> None:
+    taps = np.random.default_rng(0).uniform(size=(30, 5))
+    t = np.random.default_rng(1).uniform(size=30)
+    assert M.srocc(-taps.sum(1), t) == pytest.approx(M.srocc(-taps.mean(1), t))
+    d0, d1, j = taps[:15], taps[15:], t[:15]
+    assert M.two_afc(d0.sum(1), d1.sum(1), j) == M.two_afc(d0.mean(1), d1.mean(1), j)
