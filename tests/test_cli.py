@@ -477,24 +477,82 @@ def test_spatial_dir_writes_one_png_per_scored_pair(bad, alex, tmp_path) -> None
     a, b = bad
     maps = tmp_path / "maps"
     with fifo_watchdog(a / "fifo.png"):
-        res = cli("score", a, b, "--model", alex, "--spatial-dir", maps, code=1, env=BOMB_ENV)
+        res = cli("score", a, b, "--model", alex, "--spatial-dir", maps, "--spatial-npy",
+                  code=1, env=BOMB_ENV)  # fmt: skip
     rows = read_csv(res.stdout)
     scored = [r for r in rows if r["score"]]
     assert len(scored) == len(SCORED)
+    names = [heatmap_name(r["a"], r["b"]) for r in scored]
     assert sorted(p.name for p in maps.iterdir()) == sorted(
-        heatmap_name(r["a"], r["b"]) for r in scored
+        [*names, *(str(Path(n).with_suffix(".npy")) for n in names)]
     )
-    pixels = {}
+    raw = {stem(r["b"]): np.load((maps / n).with_suffix(".npy"))
+           for r, n in zip(scored, names, strict=True)}  # fmt: skip
     for r in scored:
         with Image.open(maps / heatmap_name(r["a"], r["b"])) as png:
-            assert png.format == "PNG" and png.size == (W, H)
-            pixels[stem(r["b"])] = np.asarray(png.convert("RGB"))
-    assert pixels["good"].max() > pixels["good"].min()  # different images: a visible map
+            assert png.format == "PNG" and png.width > W and png.height > H  # map + colour bar
+        assert raw[stem(r["b"])].shape == (H, W)
+        # the map's mean is the LPIPS score (spatial average of the per-position distance)
+        assert abs(float(raw[stem(r["b"])].mean()) - float(r["score"])) <= 1e-5
     for s in EXACT:
-        assert not pixels[s].any(), s  # identical after decoding: all black (distance 0)
+        assert not raw[s].any(), s  # identical after decoding: distance 0 everywhere
     plain = {(r["a"], r["b"]): r["score"] for r in read_csv(cli_plain_scores(a, b, alex))}
     for r in scored:
         assert abs(float(r["score"]) - float(plain[(r["a"], r["b"])])) <= TOL
+
+
+def test_heatmaps_scale_auto_fixed_and_panel(good, alex, tmp_path) -> None:
+    from dps_fast.io.heatmap import auto_vmax, colorize, render_heatmap
+
+    a, b = good
+    auto_dir, fixed_dir, panel_dir = tmp_path / "auto", tmp_path / "fixed", tmp_path / "panel"
+    out = tmp_path / "s.csv"
+    res = cli("score", a, b, "--model", alex, "--spatial-dir", auto_dir, "--spatial-npy",
+              "--out", out)  # fmt: skip
+    rows = read_csv(out.read_text())
+    meta = json.loads((tmp_path / "s.csv.meta.json").read_text())
+    maps = {r["a"]: np.load((auto_dir / heatmap_name(r["a"], r["b"])).with_suffix(".npy"))
+            for r in rows}  # fmt: skip
+    assert len(maps) == len(GOOD_NAMES)
+    # one batch here: the auto scale comes from all its maps, is said on stderr and in meta.json
+    vmax = auto_vmax(list(maps.values()))
+    assert vmax is not None and 0 < vmax < 1.0  # the old fixed scale (1.0) left maps dark
+    assert meta["heatmaps"]["vmax"] == vmax and meta["heatmaps"]["auto"] is True
+    assert f"white = distance {vmax:.3g}" in res.stderr
+    cli("score", a, b, "--model", alex, "--spatial-dir", fixed_dir, "--vmax", "0.05")
+    cli("score", a, b, "--model", alex, "--spatial-dir", panel_dir, "--heatmap", "panel")
+    for r in rows:
+        name, m = heatmap_name(r["a"], r["b"]), maps[r["a"]]
+        title = f"{r['a']} vs {r['b']}: distance {float(r['score']):.4g}"
+        for folder, v in ((auto_dir, vmax), (fixed_dir, 0.05)):
+            with Image.open(folder / name) as png:
+                got = np.asarray(png.convert("RGB"))
+            np.testing.assert_array_equal(got, np.asarray(render_heatmap(m, vmax=v, title=title)))
+            assert _has_tile(got, colorize(m, vmax=v)), (folder, name)
+        with Image.open(panel_dir / name) as p:
+            assert p.width > 3 * W and p.height > H  # A | B | map | colour bar
+            panel = np.asarray(p.convert("RGB"))
+        assert _has_tile(panel, np.asarray(decode_image(b / Path(r["b"]))))  # B as it was scored
+    res = cli("score", a, b, "--model", alex, "--spatial-dir", fixed_dir, "--vmax", "-1", code=2)
+    check_one_error_line(res.stderr, "--vmax", "auto", "positive")
+    res = cli("score", a, b, "--model", alex, "--spatial-dir", fixed_dir, "--heatmap", "x", code=2)
+    check_one_error_line(res.stderr, "map", "panel")
+
+
+def _has_tile(img: np.ndarray, tile: np.ndarray) -> bool:
+    """Whether ``tile`` (H, W, 3), enlarged by the heatmap's display factor, is in ``img``."""
+    from dps_fast.io.heatmap import DISPLAY_MIN
+
+    h, w = tile.shape[:2]
+    k = max(1, DISPLAY_MIN // max(h, w))
+    big = np.repeat(np.repeat(tile, k, axis=0), k, axis=1)
+    for y in range(img.shape[0] - big.shape[0] + 1):
+        for x in np.flatnonzero((img[y] == big[0, 0]).all(axis=1)):
+            if x + big.shape[1] <= img.shape[1] and np.array_equal(
+                img[y : y + big.shape[0], x : x + big.shape[1]], big
+            ):
+                return True
+    return False
 
 
 def test_spatial_dir_with_dists_is_refused(good, bundle, tmp_path) -> None:

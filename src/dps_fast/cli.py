@@ -67,7 +67,21 @@ RESIZE = typer.Option("none", "--resize", help="none | to-a | short-side:N")
 OUT = typer.Option(None, "--out", "-o", help="Results file (.csv or .jsonl); default stdout.")
 RESUME = typer.Option(False, "--resume", help="Skip pairs already scored in --out.")
 PER_LAYER = typer.Option(False, "--per-layer", help="Add tap_<name> columns.")
-SPATIAL_DIR = typer.Option(None, "--spatial-dir", help="Write per-pair heatmap PNGs here.")
+SPATIAL_DIR = typer.Option(
+    None, "--spatial-dir", help="Write a heatmap PNG per pair here (LPIPS models), with its scale."
+)
+VMAX = typer.Option(
+    "auto",
+    "--vmax",
+    help="Heatmap scale: auto (from the run's first maps, one scale for the run) | a distance "
+    "drawn white, e.g. 0.5 (fixed, compares across runs).",
+)
+HEATMAP = typer.Option(
+    "map", "--heatmap", help="map | panel: the map alone, or A | B | map side by side."
+)
+SPATIAL_NPY = typer.Option(
+    False, "--spatial-npy", help="Also save each raw float32 map as .npy beside its PNG."
+)
 DECODE = typer.Option(
     "auto", "--decode", help="auto | cpu | gpu: JPEGs on the GPU with nvImageCodec (cuda only)."
 )
@@ -140,6 +154,19 @@ def _provenance(engine: Engine, options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _parse_vmax(vmax: str) -> float | None:
+    """``--vmax``: None for auto, else a positive number (exit 2 saying what is expected)."""
+    if vmax.strip().lower() == "auto":
+        return None
+    try:
+        v = float(vmax)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v < float("inf")):
+        _fail(f"--vmax must be auto or a positive number (e.g. 0.5), got {vmax!r}")
+    return v
+
+
 def _run_scoring(
     engine: Engine,
     pairs: list[Any],
@@ -153,6 +180,9 @@ def _run_scoring(
     decode: str,
     options: dict[str, Any],
     notes: list[str],
+    vmax: str = "auto",
+    heatmap: str = "map",
+    spatial_npy: bool = False,
 ) -> int:
     from .io.results import ResultWriter, drop_rows_to_redo, read_done_keys, write_meta
     from .pipeline import PairScorer
@@ -162,7 +192,7 @@ def _run_scoring(
     try:
         scorer = PairScorer(
             engine, resize=resize, per_layer=per_layer, spatial_dir=spatial_dir, workers=workers,
-            decode=decode,
+            decode=decode, vmax=_parse_vmax(vmax), heatmap_style=heatmap, spatial_npy=spatial_npy,
         )  # fmt: skip
     except ValueError as e:
         _fail(str(e))
@@ -200,6 +230,10 @@ def _run_scoring(
     prov = _provenance(engine, options)
     prov["decode"] = scorer.decode_mode
     prov["decode_reason"] = scorer.decode_reason
+    if scorer.heatmaps is not None:
+        hm = scorer.heatmaps
+        prov["heatmaps"] = {"dir": str(hm.folder), "vmax": hm.vmax, "auto": hm.auto,
+                            "style": hm.style, "npy": hm.npy}  # fmt: skip
     _print_summary(summary, prov)
     if out is not None:
         write_meta(out, {**prov, "summary": summary})
@@ -218,6 +252,10 @@ def _print_summary(summary: dict[str, Any], prov: dict[str, Any]) -> None:
         f"  model {prov['model']}, device {prov['device']}, precision {prov['precision']}, "
         f"decode {prov['decode']}, {summary['pairs_per_s']:.1f} pairs/s"
     )
+    hm = prov.get("heatmaps")
+    if hm is not None and hm["vmax"] is not None:
+        how = "chosen from the first maps" if hm["auto"] else "--vmax"
+        _err(f"  heatmaps in {hm['dir']}: white = distance {hm['vmax']:.3g} ({how})")
 
 
 def _one_side_notes(only_a: list[str], only_b: list[str], dir_a: Path, dir_b: Path) -> list[str]:
@@ -260,6 +298,9 @@ def score(
     resume: bool = RESUME,
     per_layer: bool = PER_LAYER,
     spatial_dir: Path | None = SPATIAL_DIR,
+    vmax: str = VMAX,
+    heatmap: str = HEATMAP,
+    spatial_npy: bool = SPATIAL_NPY,
     decode: str = DECODE,
     backend: str = BACKEND,
     ray_address: str | None = RAY_ADDRESS,
@@ -298,6 +339,7 @@ def score(
     code = _run_scoring(
         engine, pairing.pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
         spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=notes,
+        vmax=vmax, heatmap=heatmap, spatial_npy=spatial_npy,
     )  # fmt: skip
     raise typer.Exit(code)
 
@@ -318,6 +360,9 @@ def score_pairs_cmd(
     resume: bool = RESUME,
     per_layer: bool = PER_LAYER,
     spatial_dir: Path | None = SPATIAL_DIR,
+    vmax: str = VMAX,
+    heatmap: str = HEATMAP,
+    spatial_npy: bool = SPATIAL_NPY,
     decode: str = DECODE,
     backend: str = BACKEND,
     ray_address: str | None = RAY_ADDRESS,
@@ -351,6 +396,7 @@ def score_pairs_cmd(
     code = _run_scoring(
         engine, pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
         spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=[],
+        vmax=vmax, heatmap=heatmap, spatial_npy=spatial_npy,
     )  # fmt: skip
     raise typer.Exit(code)
 

@@ -31,13 +31,11 @@ from .io.decode import (
     short_side_size,
 )
 from .io.gpu_decode import BatchDecoder, shared_gpu_decoder
-from .io.heatmap import heatmap_name, save_heatmap
+from .io.heatmap import HeatmapWriter
 from .io.pairing import Pair, list_images, pair_dirs, read_pairs_manifest
 
 Record = dict[str, Any]
 
-# Heatmaps share one fixed scale so they compare across pairs: 0 → black, this and above → white.
-HEATMAP_VMAX = 1.0
 DEFAULT_WINDOW = 64
 WINDOW_BYTES = 256 * 1024 * 1024  # decoded pixels per CPU decode window (two are in flight)
 # GPU decoding: windows of ~2 batches at 1024×768, prepared up to GPU_PREFETCH windows ahead,
@@ -197,6 +195,9 @@ class PairScorer:
         feature_cache_bytes: int = DEFAULT_FEATURE_CACHE_BYTES,
         decode: str = "auto",
         decoder: BatchDecoder | None = None,
+        vmax: float | None = None,
+        heatmap_style: str = "map",
+        spatial_npy: bool = False,
     ) -> None:
         self.engine = engine
         self.resize = parse_resize(resize) if isinstance(resize, str) else resize
@@ -207,6 +208,12 @@ class PairScorer:
                 f"--spatial-dir needs an LPIPS-family model; {engine.bundle.model} has no "
                 "spatial map"
             )
+        # Maps of one run share one scale (``vmax``, or chosen from the first maps).
+        self.heatmaps = (
+            None
+            if self.spatial_dir is None
+            else HeatmapWriter(self.spatial_dir, vmax=vmax, style=heatmap_style, npy=spatial_npy)
+        )
         if workers is not None and workers < 1:
             raise ValueError(f"expected workers ≥ 1, got {workers}")
         self.workers = workers or default_workers()
@@ -239,6 +246,8 @@ class PairScorer:
             why_not = f"the engine runs on {self.engine.device}; GPU decoding needs device='cuda'"
         elif self.resize.mode != "none":
             why_not = f"resize {self.resize} runs on the CPU; GPU decoding works with resize 'none'"
+        elif self.heatmaps is not None and self.heatmaps.style == "panel":
+            why_not = "heatmap panels draw the images on the host; GPU decoding keeps them there"
         elif not self.engine.accepts_uint8:
             why_not = (
                 "the bundle has no @uint8-nhwc graphs; re-export it with "
@@ -305,13 +314,16 @@ class PairScorer:
 
     def _score_batch(self, items: list[_Item], a: Any, b: Any) -> None:
         """Pair graph on one batch (host arrays or CUDA batches); fills ``per_tap``, maps."""
-        if self.spatial_dir is None:
+        if self.heatmaps is None:
             per_tap = self.engine.score(a, b, per_layer=True)
         else:
             per_tap, maps = self.engine.score(a, b, spatial=True, per_layer=True)
-            for it, m in zip(items, maps, strict=True):
-                save_heatmap(m, self.spatial_dir / heatmap_name(it.pair.a, it.pair.b),
-                             vmax=HEATMAP_VMAX)  # fmt: skip
+            host = isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.ndim == 4
+            self.heatmaps.write(
+                maps, [(it.pair.a, it.pair.b) for it in items],
+                scores=[float(s) for s in self.engine.reduce(np.asarray(per_tap))],
+                a=list(a) if host else None, b=list(b) if host else None,
+            )  # fmt: skip
         for it, p in zip(items, per_tap, strict=True):
             it.per_tap = p
 
