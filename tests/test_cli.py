@@ -262,7 +262,7 @@ def check_bad_rows(rows: list[dict[str, Any]], a: Path, b: Path, engine: Engine)
         for word in words:
             assert word.lower() in r["error"].lower(), (s, word, r["error"])
     for s in SCORED:
-        assert by_stem[s]["error"] == "", by_stem[s]
+        assert by_stem[s]["error"] in ("", None), by_stem[s]  # CSV: empty; JSONL: null
     scores = {s: fnum(by_stem[s]["score"]) for s in SCORED}
     big = scores["good"]
     assert big is not None and big > 1e-3
@@ -324,6 +324,9 @@ def test_score_bad_folder_subprocess_jsonl(bad, engine, alex, tmp_path) -> None:
     rows = read_jsonl(text)
     assert all(list(r) == ["a", "b", "score", "error"] for r in rows)
     check_bad_rows(rows, a, b, engine)
+    # JSON says "no error" as null (not ""), so `row["error"] is None` works in pipelines
+    assert all(r["error"] is None for r in rows if r["score"] is not None)
+    assert all(isinstance(r["error"], str) and r["error"] for r in rows if r["score"] is None)
     for number in re.findall(r'"score": ([^,}]+)', text):
         assert number == "null" or significant_digits(number) <= 9, number
     meta = json.loads((tmp_path / "res.jsonl.meta.json").read_text(encoding="utf-8"))
@@ -681,7 +684,26 @@ def test_score_pairs_manifest_without_columns(tmp_path, alex) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("left,right\nx.png,y.png\n", encoding="utf-8")
     res = cli("score-pairs", manifest, "--model", alex, code=2)
-    check_one_error_line(res.stderr, "no column 'a' or 'b'", "left", "right")
+    check_one_error_line(res.stderr, "no column 'a' or 'b'", "left", "right",
+                         "--columns left,right")  # fmt: skip
+
+
+def test_score_pairs_columns_named_otherwise(good, engine, alex, tmp_path) -> None:
+    a, b = good
+    manifest = tmp_path / "m.csv"
+    rows_in = [(str(a / n), str(b / Path(n).with_suffix(".png"))) for n in GOOD_NAMES[:3]]
+    manifest.write_text(
+        "dist,note,ref\n" + "".join(f"{x},n,{y}\n" for x, y in rows_in), encoding="utf-8"
+    )
+    res = cli("score-pairs", manifest, "--model", alex, "--columns", "dist,ref")
+    rows = read_csv(res.stdout)
+    assert [(r["a"], r["b"]) for r in rows] == rows_in
+    ref = engine.score([x for x, _ in rows_in], [y for _, y in rows_in])
+    np.testing.assert_allclose([float(r["score"]) for r in rows], ref, rtol=0, atol=TOL)
+    res = cli("score-pairs", manifest, "--model", alex, "--columns", "ref", code=2)
+    check_one_error_line(res.stderr, "two different column names", "ref,dist")
+    res = cli("score-pairs", manifest, "--model", alex, "--columns", "ref,gt", code=2)
+    check_one_error_line(res.stderr, "no column 'gt'", "--columns")
 
 
 # ---------------------------------------------------------------------------- matrix
@@ -828,6 +850,33 @@ def test_version_and_help() -> None:
     proc = run_script("score", "--help", timeout=60)
     for option in ("--model", "--resize", "--match", "--resume", "--per-layer", "--spatial-dir"):
         assert option in proc.stdout
+
+
+def test_python_m_and_shell_completion() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dps_fast", "--version"], capture_output=True, text=True,
+        timeout=60, env=os.environ.copy(),
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == f"dps-fast {__version__}"
+    assert "--install-completion" in cli("--help").stdout
+    # Typer's switch for naming the shell instead of detecting it (pytest is no shell)
+    named = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    proc = run_script("--show-completion", "bash", env=named, timeout=60)
+    assert "complete" in proc.stdout and "_DPS_FAST_COMPLETE" in proc.stdout
+
+
+def test_help_gives_examples_and_default_choices_first() -> None:
+    top = cli("--help").stdout
+    assert "..." not in top.split("Commands:")[1]  # command summaries are not cut off
+    for command in ("score", "score-pairs", "matrix", "models", "export", "info", "bench"):
+        text = cli(command, "--help").stdout
+        assert "Example" in text and f"dps-fast {command}" in text.split("Example")[1], command
+    text = " ".join(cli("score", "--help").stdout.split())
+    defaults = {"--device": "auto", "--precision": "fp32", "--match": "stem", "--resize": "none",
+                "--decode": "auto", "--heatmap": "map"}  # fmt: skip
+    for choices, default in defaults.items():
+        after = text.split(f"{choices} <")[1].split(">", 1)[1].strip()
+        assert after.startswith(default), (choices, after[:40])
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ app = typer.Typer(
     name="dps-fast",
     help="Fast deep perceptual similarity (LPIPS, DISTS, DPS) on ONNX Runtime.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts name extras like [export] literally
 )
@@ -292,7 +292,7 @@ def score(
     precision: str = PRECISION,
     batch_size: int | None = BATCH,
     workers: int | None = WORKERS,
-    match: str = typer.Option("stem", "--match", help="relpath | stem | sorted"),
+    match: str = typer.Option("stem", "--match", help="stem | relpath | sorted"),
     resize: str = RESIZE,
     out: Path | None = OUT,
     resume: bool = RESUME,
@@ -310,7 +310,16 @@ def score(
     unit_size: int = UNIT_SIZE,
     no_progress_timeout: float = NO_PROGRESS,
 ) -> None:
-    """Score every image pair of two folders (recursive); one row per pair."""
+    """Score the image pairs of two folders.
+
+    One row per pair; pairs are matched by file stem in both folders' trees (--match).
+
+    \b
+    Examples:
+      dps-fast score restored/ reference/ --out scores.csv
+      dps-fast score restored/ reference/ --out scores.csv --resume
+      dps-fast score restored/ reference/ --spatial-dir maps --heatmap panel
+    """
     from .io.decode import parse_resize
     from .io.pairing import MATCH_MODES, PairingError, pair_dirs
 
@@ -349,6 +358,9 @@ def score_pairs_cmd(
     pairs_csv: Path = typer.Argument(
         ..., metavar="PAIRS_CSV", help="CSV with columns a,b (optional id)."
     ),
+    columns: str = typer.Option(
+        "a,b", "--columns", help="The manifest's A and B path columns, e.g. ref,dist."
+    ),
     model: str = MODEL,
     weights: Path | None = WEIGHTS,
     device: str = DEVICE,
@@ -372,13 +384,21 @@ def score_pairs_cmd(
     unit_size: int = UNIT_SIZE,
     no_progress_timeout: float = NO_PROGRESS,
 ) -> None:
-    """Score the pairs of a manifest; paths are relative to the manifest's folder."""
+    """Score the pairs listed in a CSV manifest.
+
+    Paths are relative to the manifest's folder; columns a,b (or --columns), id optional.
+
+    \b
+    Examples:
+      dps-fast score-pairs pairs.csv --out scores.jsonl
+      dps-fast score-pairs pairs.csv --columns ref,dist --out scores.csv
+    """
     from .io.decode import parse_resize
     from .io.pairing import PairingError, read_pairs_manifest
 
     try:
         parse_resize(resize)
-        pairs = read_pairs_manifest(pairs_csv)
+        pairs = read_pairs_manifest(pairs_csv, columns)
     except (PairingError, ValueError) as e:
         _fail(" ".join(str(e).split()))
     if backend != "local":
@@ -391,8 +411,8 @@ def score_pairs_cmd(
             no_progress_timeout=no_progress_timeout,
         ))  # fmt: skip
     engine = _make_engine(model, weights, device, precision, batch_size)
-    options = {"manifest": str(pairs_csv), "resize": resize, "per_layer": per_layer,
-               "batch_size": batch_size}  # fmt: skip
+    options = {"manifest": str(pairs_csv), "columns": columns, "resize": resize,
+               "per_layer": per_layer, "batch_size": batch_size}  # fmt: skip
     code = _run_scoring(
         engine, pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
         spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=[],
@@ -413,7 +433,14 @@ def matrix(
     workers: int | None = WORKERS,
     resize: str = RESIZE,
 ) -> None:
-    """All-pairs distance matrix of a folder; features are computed once per image."""
+    """All-pairs distance matrix of a folder.
+
+    Features are computed once per image.
+
+    \b
+    Example:
+      dps-fast matrix photos/ --out m.npy
+    """
     import csv
 
     import numpy as np
@@ -503,7 +530,12 @@ def evaluate(
 
 @app.command()
 def models() -> None:
-    """List the registered models and which bundles are in the cache."""
+    """List the models and the bundles in the cache.
+
+    \b
+    Example:
+      dps-fast models
+    """
     from .cache import cache_root, cached_bundles
     from .registry import list_models
 
@@ -538,7 +570,16 @@ def export(
         False, "--int8", help="Also make int8 (quantized trunk) graph variants (CPU)."
     ),
 ) -> None:
-    """Export a model to a validated ONNX bundle (needs the [export] extra)."""
+    """Export a model to a validated ONNX bundle.
+
+    Needs the [export] extra (PyTorch).
+
+    \b
+    Examples:
+      dps-fast export lpips-alex
+      dps-fast export lpips-alex --weights alexnet-owt-7be5be79.pth --int8
+      dps-fast export dps --arch resnet18 --taps layer1,layer2
+    """
     from .errors import DpsFastError
     from .registry import custom_dps_spec, get_model
 
@@ -576,7 +617,13 @@ def info(
     weights: Path | None = WEIGHTS,
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
-    """Show a bundle's manifest, its validation report and the providers on this machine."""
+    """Show a bundle: manifest, validation, providers.
+
+    \b
+    Examples:
+      dps-fast info lpips-alex
+      dps-fast info path/to/bundle --json
+    """
     from .bundle import read_bundle
     from .errors import DpsFastError
     from .hub import cached_bundle_path
@@ -630,7 +677,14 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="Fewer rounds and cases."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
-    """Engine vs the PyTorch path (lpips package, channels_last), same weights and inputs."""
+    """Time the engine against the PyTorch path.
+
+    The lpips package and channels_last PyTorch, same weights and inputs.
+
+    \b
+    Example:
+      dps-fast bench --quick
+    """
     from . import bench as _bench
 
     try:

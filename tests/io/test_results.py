@@ -84,7 +84,7 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     lines = out.read_text(encoding="utf-8").splitlines()
     objs = [json.loads(line) for line in lines]
     assert list(objs[0]) == COLUMNS
-    assert objs[0]["score"] == 0.333333333 and objs[0]["error"] == "" and objs[0]["id"] is None
+    assert objs[0]["score"] == 0.333333333 and objs[0]["error"] is None and objs[0]["id"] is None
     assert objs[1]["score"] is None and objs[1]["error"] == "2.png is truncated or corrupt"
     assert objs[2]["score"] == 0.25 and objs[2]["tap_conv2"] == 123456789.0
     assert "ü,图.png" in lines[2]  # UTF-8, not \u escapes
@@ -104,7 +104,7 @@ def test_stream_output() -> None:
     buf = io.StringIO()
     with ResultWriter(None, ["a", "b", "score", "error"], fmt="jsonl", stream=buf) as w:
         w.write({"a": "x", "b": "y", "score": 0.5, "error": ""})
-    assert json.loads(buf.getvalue()) == {"a": "x", "b": "y", "score": 0.5, "error": ""}
+    assert json.loads(buf.getvalue()) == {"a": "x", "b": "y", "score": 0.5, "error": None}
 
 
 def test_error_newlines_are_flattened(tmp_path: Path) -> None:

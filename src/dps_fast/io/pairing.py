@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import PairingError
 from .decode import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -29,10 +30,6 @@ MATCH_MODES: tuple[str, ...] = ("stem", "relpath", "sorted")
 """Ways to pair two folders (the ``--match`` option)."""
 
 _EXAMPLES = 3
-
-
-class PairingError(ValueError):
-    """The inputs cannot be paired at all (missing folder, no images, bad manifest)."""
 
 
 @dataclass(frozen=True)
@@ -193,8 +190,21 @@ def pair_dirs(dir_a: str | Path, dir_b: str | Path, match: str = "stem") -> Pair
     return Pairing(pairs, only_a, only_b, match, "")
 
 
-def read_pairs_manifest(path: Path) -> list[Pair]:
-    """Read a CSV manifest whose header names columns ``a`` and ``b`` (``id`` optional).
+def parse_columns(spec: str | tuple[str, str] | list[str]) -> tuple[str, str]:
+    """``"ref,dist"`` → ("ref", "dist"): the manifest's columns holding the a and b paths."""
+    parts = [c.strip() for c in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise PairingError(
+            f"expected two different column names for a and b, e.g. 'ref,dist', got {spec!r}"
+        )
+    return parts[0], parts[1]
+
+
+def read_pairs_manifest(
+    path: Path, columns: str | tuple[str, str] | list[str] = ("a", "b")
+) -> list[Pair]:
+    """Read a CSV manifest whose header names the path columns (``a`` and ``b`` unless
+    ``columns`` names others, e.g. ``"ref,dist"``; ``id`` optional).
 
     Paths are relative to the manifest's folder unless absolute; ``a``/``b`` keep the cells as
     written (whitespace around them stripped). Other columns are ignored; the order is kept.
@@ -202,6 +212,8 @@ def read_pairs_manifest(path: Path) -> list[Pair]:
     rows from 1).
     """
     path = Path(path)
+    col_a, col_b = parse_columns(columns)
+    named = f"{col_a} and {col_b}"
     if not path.exists():
         raise PairingError(f"manifest not found: {path}")
     if not path.is_file():
@@ -213,19 +225,20 @@ def read_pairs_manifest(path: Path) -> list[Pair]:
             header = next(reader, None)
             if header is None or not any(cell.strip() for cell in header):
                 raise PairingError(
-                    f"manifest {path} has no header: its first line must name columns a and b "
-                    "(and optionally id), e.g. 'a,b'"
+                    f"manifest {path} has no header: its first line must name columns {named} "
+                    f"(and optionally id), e.g. '{col_a},{col_b}'"
                 )
-            columns = [cell.strip() for cell in header]
-            missing = [c for c in ("a", "b") if c not in columns]
+            found = [cell.strip() for cell in header]
+            missing = [c for c in (col_a, col_b) if c not in found]
             if missing:
                 raise PairingError(
                     f"manifest {path} has no column {' or '.join(repr(c) for c in missing)} "
-                    f"(columns found: {', '.join(repr(c) for c in columns)}); "
-                    "its header must name columns a and b"
+                    f"(columns found: {', '.join(repr(c) for c in found)}); "
+                    f"its header must name columns {named}, or name yours with "
+                    f"--columns A_COLUMN,B_COLUMN (e.g. --columns {','.join(found[:2])})"
                 )
-            ia, ib = columns.index("a"), columns.index("b")
-            iid = columns.index("id") if "id" in columns else None
+            ia, ib = found.index(col_a), found.index(col_b)
+            iid = found.index("id") if "id" in found else None
             pairs: list[Pair] = []
             for row in reader:
                 if not any(cell.strip() for cell in row):

@@ -99,10 +99,11 @@ def _csv_cell(column: str, value: Any) -> str:
 
 
 def _json_value(column: str, value: Any) -> Any:
-    """One JSONL value: floats rounded to 9 significant digits, non-finite as null."""
+    """One JSONL value: floats rounded to 9 significant digits, non-finite as null; ``error``
+    is null when there is none."""
     value = _plain(value)
     if column == "error":
-        return "" if value is None else str(value)
+        return None if value is None or value == "" else str(value)
     if isinstance(value, float):
         return float(f"{value:.9g}") if math.isfinite(value) else None
     return value
