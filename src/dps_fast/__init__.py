@@ -7,27 +7,40 @@ from ._version import __version__
 from .bundle import Bundle, read_bundle
 from .cache import cache_root
 from .engine import Engine, load
+from .engine.reference import Reference
 from .errors import (
     BundleError,
     BundleNotFoundError,
+    DistributedError,
     DpsFastError,
+    ImageDecodeError,
+    InputError,
+    InputTypeError,
     OutputValidationError,
+    PairingError,
     ProviderError,
     UnknownModelError,
     WeightsError,
 )
 from .pipeline import distance_matrix, score_dirs, score_pairs
 from .registry import ModelSpec, get_model, list_models
+from .stream import score_iter
 
 __all__ = [
     "Bundle",
     "BundleError",
     "BundleNotFoundError",
+    "DistributedError",
     "DpsFastError",
     "Engine",
+    "ImageDecodeError",
+    "InputError",
+    "InputTypeError",
     "ModelSpec",
     "OutputValidationError",
+    "PairingError",
     "ProviderError",
+    "Reference",
     "UnknownModelError",
     "WeightsError",
     "__version__",
@@ -38,5 +51,6 @@ __all__ = [
     "load",
     "read_bundle",
     "score_dirs",
+    "score_iter",
     "score_pairs",
 ]

@@ -43,3 +43,20 @@ class ProviderError(DpsFastError, RuntimeError):
 class DistributedError(DpsFastError):
     """A distributed (Ray) run that cannot start or cannot finish: resources, a worker that
     keeps crashing, no progress, an output folder that cannot be resumed."""
+
+
+class InputError(DpsFastError, ValueError):
+    """An image or array the engine cannot take: shape, dtype, value range, size, NaN."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An input of a type the engine does not read (e.g. uint16 arrays, generators of arrays)."""
+
+
+class ImageDecodeError(InputError):
+    """An image file (or bytes) that cannot be read or decoded: missing, truncated, not an
+    image, over the pixel limit. The message names the file and what to do."""
+
+
+class PairingError(DpsFastError, ValueError):
+    """The inputs cannot be paired at all (missing folder, no images, bad manifest)."""

@@ -616,14 +616,23 @@ def score_dirs(
 
 
 def score_pairs(
-    manifest: str | os.PathLike[str],
+    manifest: str | os.PathLike[str] | Iterable[Any],
     *,
     engine: Engine | None = None,
     skip: Iterable[tuple[str, str]] = (),
+    columns: str | tuple[str, str] = ("a", "b"),
     **options: Any,
 ) -> Iterator[Record]:
-    """Score the pairs listed in a CSV manifest (columns a, b, optional id), in its order."""
-    pairs = read_pairs_manifest(Path(manifest))
+    """Score the pairs listed in a CSV manifest (columns a, b or ``columns``, optional id), in
+    its order; or, given an iterable of pairs instead of a path, :func:`dps_fast.score_iter`."""
+    if not isinstance(manifest, str | os.PathLike):
+        from .stream import score_iter
+
+        if tuple(skip):
+            raise ValueError("skip= goes with a manifest path; filter the iterable instead")
+        yield from score_iter(manifest, engine=engine, **options)
+        return
+    pairs = read_pairs_manifest(Path(manifest), columns)
     eng = _engine(engine, options)
     done = set(skip)
     yield from PairScorer(eng, **options).run(p for p in pairs if (p.a, p.b) not in done)

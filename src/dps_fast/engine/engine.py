@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..bundle import Bundle, read_bundle
 from . import distances
 from .cuda import CudaArrayView, DeviceBatch, cuda_array_view, is_cuda_array, runtime
-from .inputs import ImageLike, check_min_size, image_hw, pair_batches, to_batch
+from .inputs import ImageLike, check_min_size, image_hw, pair_batches, to_batch, untrack
 from .session import DEVICES, available_providers, make_session
+
+if TYPE_CHECKING:
+    from .reference import Reference
 
 log = logging.getLogger("dps_fast.engine")
 
@@ -158,7 +161,19 @@ class Engine:
             "bundle_sha256": self.bundle.sha256,
             "weights": m.get("weights"),
             "min_size": list(self.bundle.min_size),
+            "lower_is_better": self.lower_is_better,
         }
+
+    @property
+    def lower_is_better(self) -> bool:
+        """Whether a smaller score means more alike (True for the deep distances; bundles
+        without the manifest key ``lower_is_better`` are deep distances)."""
+        return bool(self.bundle.manifest.get("lower_is_better", True))
+
+    @property
+    def taps(self) -> tuple[str, ...]:
+        """Tap (layer) names, in the order of the columns of ``score(..., per_layer=True)``."""
+        return tuple(t.name for t in self.bundle.taps)
 
     @property
     def accepts_uint8(self) -> bool:
@@ -183,6 +198,7 @@ class Engine:
 
         ``x`` may also be a CUDA array (``__cuda_array_interface__``) on a ``cuda`` engine.
         """
+        x = untrack(x)
         if is_cuda_array(x):
             (v,) = self._device_views({"image": x}, value_range)
             return self._run_device("trunk", {"image": v})
@@ -246,6 +262,7 @@ class Engine:
                 f"spatial=True needs an LPIPS-family model; {self.bundle.model} "
                 f"({self.bundle.head}) has no spatial map"
             )
+        a, b = untrack(a), untrack(b)  # tensors that require grad: read, not differentiated
         if is_cuda_array(a) or is_cuda_array(b):
             return self._score_device(a, b, spatial, per_layer, value_range)
         ba, bb, n = pair_batches(
@@ -283,6 +300,19 @@ class Engine:
             assert maps is not None
             return (per_tap, maps) if per_layer else maps
         return per_tap if per_layer else distances.reduce_taps(per_tap, self.bundle.reduce)
+
+    def __call__(self, a: ImageLike, b: ImageLike, **options: Any) -> Any:
+        """``metric(a, b)``: the same as :meth:`score` (float32 (N,) by default)."""
+        return self.score(a, b, **options)
+
+    def reference(
+        self, image: ImageLike, *, value_range: tuple[float, float] = (0.0, 1.0)
+    ) -> Reference:
+        """Keep one image's features to score many candidates against it (see
+        :class:`Reference`; its ``nbytes`` is the memory it holds)."""
+        from .reference import Reference
+
+        return Reference(self, image, value_range=value_range)
 
     # -- CUDA arrays ------------------------------------------------------------------------
     def _device_views(
@@ -435,7 +465,7 @@ class Engine:
         ``DEVICE_FEATURE_BYTES``) and each row is head runs of one image against the rest,
         bound by pointer; otherwise the head graph runs on host features.
         """
-        batch = to_batch(x, value_range, keep_uint8=self._u8)
+        batch = to_batch(untrack(x), value_range, keep_uint8=self._u8)
         n = batch.shape[0]
         check_min_size(image_hw(batch), self.bundle.min_size)
         m = np.zeros((n, n), np.float32)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from ..errors import InputError, InputTypeError
 
 ImageLike = Any  # np.ndarray | PIL.Image.Image | str | os.PathLike | sequences of these
 
@@ -31,7 +34,7 @@ def _channels_fix(arr: np.ndarray, axis: int, what: str) -> np.ndarray:
         return np.repeat(arr, 3, axis=axis)
     if c == 4:
         return np.take(arr, [0, 1, 2], axis=axis)
-    raise ValueError(
+    raise InputError(
         f"expected 3 colour channels (grey 1 is replicated, alpha 4 dropped), got {c} in {what} "
         f"of shape {arr.shape}"
     )
@@ -44,7 +47,7 @@ def _uint8_nhwc(arr: np.ndarray) -> np.ndarray:
     elif arr.ndim == 3:
         arr = arr[None]
     elif arr.ndim != 4:
-        raise ValueError(
+        raise InputError(
             f"expected uint8 images as (H, W, 3) or (N, H, W, 3), got shape {arr.shape}"
         )
     arr = _channels_fix(arr, 3, "a uint8 (N, H, W, C) array")
@@ -77,11 +80,11 @@ def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray
     elif arr.ndim == 3:
         arr = arr[None]
     elif arr.ndim != 4:
-        raise ValueError(
+        raise InputError(
             f"expected float images as (3, H, W) or (N, 3, H, W), got shape {arr.shape}"
         )
     if arr.shape[1] not in (1, 3, 4) and arr.shape[-1] in (1, 3, 4):
-        raise ValueError(
+        raise InputError(
             f"expected float images channels-first (N, 3, H, W), got shape {arr.shape}, which "
             "looks channels-last: transpose it, or pass uint8 (N, H, W, 3)"
         )
@@ -89,16 +92,16 @@ def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray
     arr = np.asarray(arr, dtype=np.float32)
     lo, hi = float(value_range[0]), float(value_range[1])
     if not hi > lo:
-        raise ValueError(f"expected value_range (low, high) with low < high, got {value_range}")
+        raise InputError(f"expected value_range (low, high) with low < high, got {value_range}")
     if arr.size:
         # min and max also reveal NaN/Inf: one pass each instead of a separate isfinite pass.
         mn, mx = float(arr.min()), float(arr.max())
         if not (np.isfinite(mn) and np.isfinite(mx)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-            raise ValueError(f"expected finite pixel values, got {bad} NaN/Inf values")
+            raise InputError(f"expected finite pixel values, got {bad} NaN/Inf values")
         tol = 1e-6 * (hi - lo)
         if mn < lo - tol or mx > hi + tol:
-            raise ValueError(
+            raise InputError(
                 f"expected values in value_range {tuple(value_range)}, got min {mn:.4g}, "
                 f"max {mx:.4g}; pass value_range=(-1, 1) for lpips-style inputs, "
                 "(0, 255) for float 0–255 images, or clip the input"
@@ -106,6 +109,20 @@ def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray
     if (lo, hi) != (0.0, 1.0):
         arr = (arr - np.float32(lo)) * np.float32(1.0 / (hi - lo))
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _is_torch(x: object) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def untrack(x: ImageLike) -> ImageLike:
+    """Torch tensors that require grad, detached: the engine reads their values only (it is not
+    differentiable, so no gradient could flow back anyway). Lists are handled item by item."""
+    if _is_torch(x) and getattr(x, "requires_grad", False):
+        return x.detach()
+    if isinstance(x, list | tuple) and any(_is_torch(i) for i in x):
+        return [untrack(i) for i in x]
+    return x
 
 
 def to_batch(
@@ -116,19 +133,20 @@ def to_batch(
     With ``keep_uint8``, inputs that are 8-bit anyway (uint8 arrays, PIL images, files) stay
     uint8 (N, H, W, 3) for the engine's ``@uint8-nhwc`` graphs.
     """
+    x = untrack(x)
     if _is_single_item(x):
         u8 = _uint8_nhwc(_decode(x))
         return u8 if keep_uint8 else nhwc_to_float(u8)
     if isinstance(x, list | tuple):
         if len(x) == 0:
-            raise ValueError("expected at least one image, got an empty list")
+            raise InputError("expected at least one image, got an empty list")
         if any(_is_single_item(i) or isinstance(i, np.ndarray) for i in x):
             parts = [to_batch(i, value_range, keep_uint8=keep_uint8) for i in x]
             if len({p.dtype for p in parts}) > 1:
                 parts = [as_float(p) for p in parts]
             sizes = {image_hw(p) for p in parts}
             if len(sizes) > 1:
-                raise ValueError(
+                raise InputError(
                     f"expected images of one size in a list, got sizes (H, W) {sorted(sizes)}; "
                     "resize them or score them apart"
                 )
@@ -139,12 +157,17 @@ def to_batch(
         return u8 if keep_uint8 else nhwc_to_float(u8)
     if arr.dtype.kind == "f":
         return _from_float(arr, value_range)
+    if arr.dtype == object and isinstance(x, Iterator):
+        raise InputTypeError(
+            f"expected images, got a {type(x).__name__} (an iterator): for a stream of pairs use "
+            "dps_fast.score_iter(pairs, engine=engine), or pass a list"
+        )
     if arr.dtype == np.bool_ or arr.dtype.kind in "iu":
-        raise TypeError(
+        raise InputTypeError(
             f"expected uint8 (0–255) or float images, got dtype {arr.dtype}: convert with "
             "arr.astype(np.float32) / max_value"
         )
-    raise TypeError(
+    raise InputTypeError(
         f"expected an image: array, PIL image, path or list of these; got {type(x).__name__}"
     )
 
@@ -153,7 +176,7 @@ def check_min_size(hw: tuple[int, int], min_size: tuple[int, int]) -> None:
     """Refuse images below the model's minimum: ONNX Runtime may crash the process on them."""
     h, w = hw
     if h < min_size[0] or w < min_size[1]:
-        raise ValueError(
+        raise InputError(
             f"expected images of at least {min_size[0]}×{min_size[1]} (H×W) for this model, "
             f"got {h}×{w}; upscale them or choose another model"
         )
@@ -170,16 +193,16 @@ def pair_batches(
         a, b = as_float(a), as_float(b)
     na, nb = a.shape[0], b.shape[0]
     if na == 0 or nb == 0:
-        raise ValueError("expected at least one image on each side, got an empty batch")
+        raise InputError("expected at least one image on each side, got an empty batch")
     (ha, wa), (hb, wb) = image_hw(a), image_hw(b)
     if (ha, wa) != (hb, wb):
-        raise ValueError(
+        raise InputError(
             f"expected images of the same size in a pair, got a {ha}×{wa} (H×W) and "
             f"b {hb}×{wb}; resize one (the choice of how is yours)"
         )
     check_min_size((ha, wa), min_size)
     if na != nb and na != 1 and nb != 1:
-        raise ValueError(
+        raise InputError(
             f"expected batches of equal size or one side with a single image (1-vs-N), "
             f"got {na} and {nb}"
         )

@@ -21,6 +21,8 @@ from typing import IO, Literal
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from ..errors import ImageDecodeError
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
@@ -63,10 +65,6 @@ _ORIENTATION_TRANSPOSE = {
 _OPEN_LOCK = threading.Lock()
 
 Source = str | os.PathLike[str] | bytes | Image.Image
-
-
-class ImageDecodeError(ValueError):
-    """An image could not be decoded; the message names the file and what to do."""
 
 
 # --------------------------------------------------------------------------------------------
