@@ -868,7 +868,8 @@ def test_python_m_and_shell_completion() -> None:
 def test_help_gives_examples_and_default_choices_first() -> None:
     top = cli("--help").stdout
     assert "..." not in top.split("Commands:")[1]  # command summaries are not cut off
-    for command in ("score", "score-pairs", "matrix", "models", "export", "info", "bench"):
+    for command in ("score", "score-pairs", "matrix", "evaluate", "models", "export", "info",
+                    "bench"):  # fmt: skip
         text = cli(command, "--help").stdout
         assert "Example" in text and f"dps-fast {command}" in text.split("Example")[1], command
     text = " ".join(cli("score", "--help").stdout.split())

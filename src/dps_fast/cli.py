@@ -514,7 +514,14 @@ def evaluate(
     ),
     decode: str = DECODE,
 ) -> None:
-    """How well models agree with human judgments: scores, measures, CIs (needs [eval])."""
+    """How well models agree with human judgments.
+
+    Scores, measures, CIs (needs [eval]).
+
+    \b
+    Example:
+      dps-fast evaluate tid2013=data/TID2013 --model lpips-alex --out eval/
+    """
     from .evaluate.cli import main as run_evaluate
 
     raise typer.Exit(
