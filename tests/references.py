@@ -49,3 +49,24 @@ def dists_reference(weights: Path, monkeypatch):
     model.alpha.data = w["alpha"]
     model.beta.data = w["beta"]
     return model.eval()
+
+
+def dists_head_float64(
+    fa: list[torch.Tensor], fb: list[torch.Tensor], alpha: torch.Tensor, beta: torch.Tensor
+) -> torch.Tensor:
+    """``DISTS_pytorch.DISTS.forward`` in float64 on given features: the package's own head code.
+
+    A bare ``DISTS`` object (no VGG built) whose ``forward_once`` returns the features; ``chns``,
+    ``alpha`` and ``beta`` sized for them. Returns scores [N].
+    """
+    from DISTS_pytorch import DISTS_pt
+
+    model = DISTS_pt.DISTS.__new__(DISTS_pt.DISTS)
+    torch.nn.Module.__init__(model)
+    model.chns = [int(f.shape[1]) for f in fa]
+    model.alpha = torch.nn.Parameter(alpha.reshape(1, -1, 1, 1).to(torch.float64))
+    model.beta = torch.nn.Parameter(beta.reshape(1, -1, 1, 1).to(torch.float64))
+    feats = {"a": [f.to(torch.float64) for f in fa], "b": [f.to(torch.float64) for f in fb]}
+    model.forward_once = lambda x: feats[x]  # type: ignore[method-assign]
+    with torch.inference_mode():
+        return model.forward("a", "b").reshape(-1)

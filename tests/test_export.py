@@ -287,6 +287,44 @@ def test_bundle_schema_version(bundle, tmp_path) -> None:
         read_bundle(p)
 
 
+def test_bundle_head_numerics(bundle, tmp_path) -> None:
+    """DISTS graphs exported before the accuracy fix (no ``head_numerics``) are refused."""
+    from dps_fast.bundle import HEAD_NUMERICS
+
+    p = _copy_bundle(bundle, tmp_path)
+    m = json.loads((p / "manifest.json").read_text())
+    assert m["head_numerics"] == HEAD_NUMERICS
+    del m["head_numerics"]
+    (p / "manifest.json").write_text(json.dumps(m))
+    read_bundle(p)  # an LPIPS bundle from before stays usable (its error was within tolerance)
+    m["head"] = "dists"
+    (p / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"before the dists head's accuracy fix.*--force"):
+        read_bundle(p)
+
+
+def test_stale_cached_bundle_is_reexported(tmp_path, monkeypatch) -> None:
+    """A stale bundle in the cache is exported again, keeping its precision variants."""
+    import dps_fast.export
+    from dps_fast.hub import cached_bundle_path, resolve_bundle
+
+    monkeypatch.setenv("DPS_FAST_HOME", str(tmp_path))
+    dest = cached_bundle_path("dists")
+    dest.mkdir(parents=True)
+    m = {"schema_version": SCHEMA_VERSION, "model": "dists", "head": "dists",
+         "graphs": {"pair": {}, "pair@fp16": {}}}  # fmt: skip
+    (dest / "manifest.json").write_text(json.dumps(m))
+    calls = []
+    monkeypatch.setattr(
+        dps_fast.export, "export_model", lambda spec, **kw: calls.append(kw) or kw["out"]
+    )
+    assert resolve_bundle("dists") == dest
+    assert calls and calls[0]["force"] and calls[0]["fp16"] and not calls[0]["int8"]
+    m["head_numerics"] = 2
+    (dest / "manifest.json").write_text(json.dumps(m))
+    assert resolve_bundle("dists") == dest and len(calls) == 1  # current: used as it is
+
+
 def test_unwritable_output_folder(tmp_path, weights_file) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -23,6 +23,12 @@ from .hashing import sha256_file
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 HEAD_NPZ = "head.npz"
+# Revision of the heads' numerics inside the graphs, manifest key "head_numerics" (absent: 1).
+# 2: spatial means as two reductions and DISTS' structure term without cancellation; DISTS
+# graphs of revision 1 lose up to half the score on photograph-sized images, so bundles with
+# them are refused (and re-exported when they are in the cache, see hub.resolve_bundle).
+HEAD_NUMERICS = 2
+MIN_HEAD_NUMERICS = {"dists": 2}
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,24 @@ def _check_sha(root: Path, f: Path, want: str, model: str) -> None:
         )
 
 
+def is_stale(manifest: dict[str, Any]) -> bool:
+    """Whether a manifest's graphs predate a numerics fix its head needs (``HEAD_NUMERICS``)."""
+    need = MIN_HEAD_NUMERICS.get(str(manifest.get("head")), 1)
+    got = manifest.get("head_numerics", 1)
+    return not isinstance(got, int) or got < need
+
+
+def stale_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest of the bundle folder ``path`` if it :func:`is_stale`, else None."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(manifest, dict) and "head" in manifest and is_stale(manifest):
+        return manifest
+    return None
+
+
 def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> Bundle:
     """Open a bundle folder, check its schema and (``verify``) every file's sha256.
 
@@ -203,6 +227,13 @@ def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> B
     for key in ("model", "head", "taps", "input", "graphs", "head_file"):
         if key not in manifest:
             raise BundleError(f"bundle manifest {mpath} lacks {key!r}; {fix}")
+    if is_stale(manifest):
+        raise BundleError(
+            f"bundle {p} was exported before the {manifest['head']} head's accuracy fix "
+            f"(head numerics {manifest.get('head_numerics', 1)}, this dps-fast needs "
+            f"{MIN_HEAD_NUMERICS[str(manifest['head'])]}): its scores can be far off on large "
+            f"images; {fix}"
+        )
     entries = [(role, g) for role, g in manifest["graphs"].items()]
     entries.append(("head weights", manifest["head_file"]))
     verified: set[str] = set()

@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from .bundle import MANIFEST
+from .bundle import MANIFEST, stale_manifest
 from .cache import bundle_dir, weights_key
 from .errors import BundleNotFoundError
 from .hashing import sha256_file
@@ -67,8 +67,9 @@ def resolve_bundle(
     dest = cached_bundle_path(str(model), weights)
     spec = get_model(str(model))
     key = dest.name
-    if (dest / MANIFEST).is_file():
-        return dest
+    stale = stale_manifest(dest)
+    if (dest / MANIFEST).is_file() and (stale is None or not _torch_available()):
+        return dest  # a stale bundle without torch: the engine refuses it, naming the fix
     if not _torch_available():
         raise BundleNotFoundError(
             f"no bundle for {spec.name} ({key}) in the cache at {dest}, and PyTorch is not "
@@ -78,8 +79,10 @@ def resolve_bundle(
         )
     from .export import export_model
 
-    log.info("no cached bundle for %s (%s): exporting it now", spec.name, key)
+    why = "no cached bundle" if stale is None else "the cached bundle predates a numerics fix"
+    log.info("%s for %s (%s): exporting it now", why, spec.name, key)
+    had = "".join(stale["graphs"]) if stale is not None else ""  # keep its precision variants
     return export_model(
-        spec, weights=weights, out=dest, force=True, fp16=precision == "fp16",
-        int8=precision == "int8",
+        spec, weights=weights, out=dest, force=True, fp16=precision == "fp16" or "@fp16" in had,
+        int8=precision == "int8" or "@int8" in had,
     )  # fmt: skip
