@@ -241,3 +241,6 @@ def test_backend_ray_option_errors(manifest, tmp_path) -> None:
     assert r.exit_code == 2 and "--actors: expected N or MIN-MAX" in r.output
     r = run("--backend", "ray", "--out", str(tmp_path / "o"), "--spatial-dir", str(tmp_path))
     assert r.exit_code == 2 and "--spatial-dir is not available" in r.output
+    r = run("--backend", "ray", "--out", str(tmp_path / "o"), "--device", "cuda")
+    assert r.exit_code == 2 and "--device cuda needs GPUs for the actors" in r.output
+    assert not (tmp_path / "o").exists()

@@ -7,6 +7,7 @@ as ``dps-fast`` subprocesses connected to the same cluster (exit codes, SIGKILL)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,8 +129,6 @@ def test_same_rows_as_in_process(cluster, data, alex, reference, tmp_path) -> No
     ]
     assert all_failed, "expected a unit where every pair fails"
     assert all(str(pq.read_schema(s).field("score").type) == "double" for s in shards)
-    import json
-
     done = json.loads((out / SUCCESS).read_text())
     assert done["pairs"] == 47 and done["failed"] == 7
     meta = json.loads((out / META).read_text())
@@ -143,7 +142,12 @@ def test_actor_crashing_once_mid_unit(
     flags.mkdir()
     monkeypatch.setenv("DPS_FAST_RAY_FAULT", f"crash-once:p07:{flags}")
     out = tmp_path / "out"
-    run = _score(data, alex, out, per_layer=True, unit_size=8)
+    # The bundle goes through the object store here (as to a node without the driver's files).
+    run = _score(data, alex, out, per_layer=True, unit_size=8, ship_bundle="object-store")
+    from dps_fast.cache import cache_root
+
+    sha = json.loads((out / META).read_text())["bundle_sha256"]
+    assert (cache_root() / "ray-bundles" / sha / "manifest.json").is_file()
     assert (flags / "crashed").exists()
     assert len(list(flags.glob("init-*"))) == 2  # the actor was restarted once
     _same(_rows(out), reference)
@@ -181,7 +185,7 @@ def test_pair_always_crashing_its_worker_exits_2(cluster, data, alex, tmp_path) 
              "--no-progress-timeout", "60", env=fault)  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert time.monotonic() - t0 < 100
-    assert "crashed their worker on every attempt: id p04 (d4.png, ref1.png)" in r.stderr
+    assert "crashed their worker, again when retried alone: id p04 (d4.png, ref1.png)" in r.stderr
     rows = _rows(out)
     assert len(rows) == 47 and rows["p04"]["error"].startswith("worker crashed")
     assert not (out / SUCCESS).exists()
@@ -229,3 +233,46 @@ def test_driver_killed_then_resume(cluster, data, alex, reference, tmp_path) -> 
     assert "1 unreadable shard(s) deleted" in r.stderr
     _same(_rows(out), reference)
     assert (out / SUCCESS).exists()
+
+
+def test_score_folders_with_backend_ray(cluster, alex, engines, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from dps_fast.cli import app
+
+    for i in range(5):
+        save_array(textured(64, 64, i), tmp_path / "A" / f"{i}.png")
+        save_array(textured(64, 64, 50 + i), tmp_path / "B" / f"{i}.jpg")
+    out = tmp_path / "out"
+    args = ["score", str(tmp_path / "A"), str(tmp_path / "B"), "--model", str(alex),
+            "--device", "cpu", "--backend", "ray", "--out", str(out),
+            "--unit-size", "2"]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "summary: scored 5, failed 0" in r.output
+    got = {(x["a"], x["b"]): x for x in _rows(out).values()}
+    want = list(dps_fast.score_dirs(tmp_path / "A", tmp_path / "B", engine=engines("lpips-alex")))
+    assert len(got) == len(want) == 5
+    for w in want:
+        assert abs(got[(w["a"], w["b"])]["score"] - w["score"]) <= 1e-6
+    assert sorted(x["id"] for x in got.values()) == ["1", "2", "3", "4", "5"]
+    # A second run into the same folder without --resume is refused; with it, nothing to do.
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "already holds results; pass --resume" in r.output
+    r = CliRunner().invoke(app, [*args, "--resume"])
+    assert r.exit_code == 0 and "skipped 5 (already in --out)" in r.output
+
+
+def test_build_dataset_returns_the_result_rows(cluster, data, alex, reference) -> None:
+    from dps_fast.distributed import build_dataset, result_schema
+
+    ds = build_dataset(data, model=alex, device="cpu", options=RayOptions(unit_size=16))
+    assert isinstance(ds, ray.data.Dataset)
+    table = ds.to_arrow_refs()
+    rows = [r for ref in table for r in ray.get(ref).to_pylist()]
+    assert len(rows) == 47
+    assert ray.get(table[0]).schema == result_schema()
+    plain = {
+        k: {c: x for c, x in v.items() if not c.startswith("tap_")} for k, v in reference.items()
+    }
+    _same({r["id"]: r for r in rows}, plain)

@@ -91,7 +91,7 @@ RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster (default: st
 ACTORS = typer.Option("1", "--actors", help="Ray actors: N, or MIN-MAX to autoscale.")
 CPUS_PER_ACTOR = typer.Option(1.0, "--cpus-per-actor", help="CPUs per actor (decode threads).")
 GPUS_PER_ACTOR = typer.Option(0.0, "--gpus-per-actor", help="GPUs per actor (0.5 shares one).")
-UNIT_SIZE = typer.Option(256, "--unit-size", min=1, help="Pairs per unit of work (Ray).")
+UNIT_SIZE = typer.Option(1024, "--unit-size", min=1, help="Pairs per unit of work (Ray).")
 NO_PROGRESS = typer.Option(
     600.0, "--no-progress-timeout", help="Stop a Ray run when no unit finishes for this many s."
 )

@@ -67,8 +67,8 @@ def run_ray_cli(
         shown = "; ".join(f"id {c['id']} ({c['a']}, {c['b']})" for c in run.crashed[:5])
         lines.insert(
             0,
-            f"error: {len(run.crashed)} pair(s) crashed their worker on every attempt: {shown}. "
-            "They have error rows; remove or fix them, then rerun with --resume",
+            f"error: {len(run.crashed)} pair(s) crashed their worker, again when retried alone: "
+            f"{shown}. They have error rows; remove or fix them, then rerun with --resume",
         )
         return 2, lines
     return (1 if run.failed else 0), lines

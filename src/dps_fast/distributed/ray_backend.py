@@ -135,7 +135,7 @@ def _unpack_bundle(blob: bytes, sha256: str) -> Path:
 def _worker_bundle(path: str, sha256: str, blob: list[Any] | None) -> Path:
     """The bundle on this worker: the driver's folder if it is here with the same hash."""
     p = Path(path)
-    if (p / MANIFEST).is_file() and sha256_file(p / MANIFEST) == sha256:
+    if path and (p / MANIFEST).is_file() and sha256_file(p / MANIFEST) == sha256:
         return p
     if blob is None:
         raise DistributedError(
@@ -175,7 +175,6 @@ class _UnitActor:
         self.engine = Engine(path, **engine_options)
         self.score_options = score_options
         self.crumbs = Path(tempfile.gettempdir()) / "dps-fast-ray" / run_id
-        self.crumbs.mkdir(parents=True, exist_ok=True)
 
     def _on_record(self, it: Planned) -> None:
         mode, pid, where = self.fault
@@ -196,6 +195,7 @@ class _UnitActor:
         return pa.concat_tables(tables) if tables else result_schema().empty_table()
 
     def _unit(self, unit_id: str, items: list[Planned]) -> pa.Table:
+        self.crumbs.mkdir(parents=True, exist_ok=True)
         attempts_file = self.crumbs / f"{unit_id}.attempts"
         current_file = self.crumbs / f"{unit_id}.current"
         crashed_file = self.crumbs / f"{unit_id}.crashed"
@@ -225,6 +225,8 @@ class _UnitActor:
             table = pa.concat_tables(parts)
         for f in (attempts_file, current_file, crashed_file):
             f.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # gone once no unit of this run is in flight
+            self.crumbs.rmdir()
         return table
 
 
@@ -319,12 +321,16 @@ def _make_plan(
     per_layer: bool,
     workers: int | None,
     decode: str,
+    gpus: float = 0.0,
     engine: Any = None,
 ) -> _Plan:
     from ..engine import Engine
     from ..io.decode import parse_resize
 
     parse_resize(resize)  # ValueError now rather than one per row
+    if (device == "cuda" or decode == "gpu") and not gpus:
+        what = "--device cuda" if device == "cuda" else "--decode gpu"
+        raise ValueError(f"{what} needs GPUs for the actors: pass --gpus-per-actor (e.g. 1)")
     planned = assign_ids(_pairs(source))
     if engine is None:
         # The driver's engine resolves (and if need be exports) the bundle; it runs on the
@@ -367,7 +373,8 @@ def _dataset(
     ds: ray.data.Dataset = ray.data.from_arrow(tables or [_UNIT_SCHEMA.empty_table()])
     lo, hi = options.actors
     kwargs: dict[str, Any] = {
-        "bundle_path": str(plan.bundle_path),
+        # ship_bundle="object-store": the shipped copy even where the driver's folder is seen.
+        "bundle_path": "" if ship == "object-store" else str(plan.bundle_path),
         "bundle_sha256": plan.bundle_sha256,
         "bundle_blob": blob,
         "engine_options": plan.engine_options,
@@ -441,6 +448,7 @@ def build_dataset(
         per_layer=per_layer,
         workers=workers,
         decode=decode,
+        gpus=opts.gpus_per_actor,
     )
     check_resources(opts)
     return _dataset(plan, plan.planned, opts, uuid.uuid4().hex[:12], ship_bundle)
@@ -502,6 +510,7 @@ def score_pairs_ray(
         per_layer=per_layer,
         workers=workers,
         decode=decode,
+        gpus=opts.gpus_per_actor,
         engine=engine,
     )
     taps = list(plan.engine.tap_names) if per_layer else []
@@ -599,8 +608,9 @@ def _run_error(e: BaseException, opts: RayOptions, out: Path) -> DistributedErro
         return e
     if isinstance(e, ExecutionTimeoutError):
         return DistributedError(
-            f"no progress for {opts.no_progress_timeout:g} s (--no-progress-timeout): the actors "
-            f"could not be placed or are stuck; {again}"
+            f"no unit finished for {opts.no_progress_timeout:g} s (--no-progress-timeout): the "
+            "actors could not be placed, are stuck, or a unit takes longer than that (lower "
+            f"--unit-size or raise the timeout); {again}"
         )
     if isinstance(e, ray.exceptions.RayActorError) or "ActorDiedError" in type(e).__name__:
         return DistributedError(
