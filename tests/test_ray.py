@@ -20,13 +20,12 @@ from typing import Any
 import psutil
 import pyarrow.parquet as pq
 import pytest
+import ray  # the dev extra has it: a missing Ray fails here, it is not skipped
 
 import dps_fast
 from dps_fast.distributed import RayOptions, read_results
 from dps_fast.distributed.output import META, SUCCESS
 from images import save_array, textured
-
-ray = pytest.importorskip("ray")  # in the dev extra; importorskip keeps collection plain
 
 CLUSTER_CPUS = 4
 
@@ -176,16 +175,27 @@ def _cli(
                           env={**os.environ, **(env or {})})  # fmt: skip
 
 
-def test_pair_always_crashing_its_worker_exits_2(cluster, data, alex, tmp_path) -> None:
+def _invoke(*args: str) -> Any:
+    """The CLI in this process (Ray already initialised here: the run uses it)."""
+    from typer.testing import CliRunner
+
+    from dps_fast.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_pair_always_crashing_its_worker_exits_2(
+    cluster, data, alex, tmp_path, monkeypatch
+) -> None:
     out = tmp_path / "out"
+    monkeypatch.setenv("DPS_FAST_RAY_FAULT", "crash-always:p04")
     t0 = time.monotonic()
-    fault = {"DPS_FAST_RAY_FAULT": "crash-always:p04"}
-    r = _cli("score-pairs", str(data), "--model", str(alex), "--device", "cpu", "--backend", "ray",
-             "--ray-address", cluster, "--out", str(out), "--unit-size", "8",
-             "--no-progress-timeout", "60", env=fault)  # fmt: skip
-    assert r.returncode == 2, r.stderr
+    r = _invoke("score-pairs", str(data), "--model", str(alex), "--device", "cpu",
+                "--backend", "ray", "--out", str(out), "--unit-size", "8",
+                "--no-progress-timeout", "60")  # fmt: skip
+    assert r.exit_code == 2, r.output
     assert time.monotonic() - t0 < 100
-    assert "crashed their worker, again when retried alone: id p04 (d4.png, ref1.png)" in r.stderr
+    assert "crashed their worker, again when retried alone: id p04 (d4.png, ref1.png)" in r.output
     rows = _rows(out)
     assert len(rows) == 47 and rows["p04"]["error"].startswith("worker crashed")
     assert not (out / SUCCESS).exists()
@@ -193,12 +203,13 @@ def test_pair_always_crashing_its_worker_exits_2(cluster, data, alex, tmp_path) 
 
 def test_more_actor_cpus_than_the_cluster_exits_2(cluster, data, alex, tmp_path) -> None:
     t0 = time.monotonic()
-    r = _cli("score-pairs", str(data), "--model", str(alex), "--device", "cpu", "--backend", "ray",
-             "--ray-address", cluster, "--out", str(tmp_path / "o"), "--actors", "2",
-             "--cpus-per-actor", "3")  # fmt: skip
-    assert r.returncode == 2, r.stderr
-    assert "cannot place 2 actor(s) × 3 CPU: it has 4 CPU" in r.stderr
+    r = _invoke("score-pairs", str(data), "--model", str(alex), "--device", "cpu",
+                "--backend", "ray", "--out", str(tmp_path / "o"), "--actors", "2",
+                "--cpus-per-actor", "3")  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert "cannot place 2 actor(s) × 3 CPU: it has 4 CPU" in r.output
     assert time.monotonic() - t0 < 60
+    assert not list((tmp_path / "o").glob("part-*")) and not (tmp_path / "o" / SUCCESS).exists()
 
 
 def test_driver_killed_then_resume(cluster, data, alex, reference, tmp_path) -> None:

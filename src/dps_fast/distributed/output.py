@@ -105,7 +105,7 @@ def prepare_out(out: Path, meta: dict[str, Any], *, resume: bool) -> ResumeState
     if out.exists() and not out.is_dir():
         raise DistributedError(f"--out {out} is a file; the Ray backend writes a folder")
     if not resume:
-        if shards or old_meta.exists():
+        if shards:  # a meta alone is from a run that stopped before its first unit
             raise DistributedError(
                 f"{out} already holds results; pass --resume to continue that run, or choose "
                 "a new --out folder"
