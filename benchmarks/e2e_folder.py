@@ -156,7 +156,7 @@ def in_process_parts(
     dec: list[float] = []
     run: dict[str, list[float]] = {p: [] for p in precisions}
     for r in range(rounds + 1):  # the first round warms up (file cache, sessions)
-        bench._wait_quiet(QUIET, 30.0)
+        bench.wait_quiet(QUIET, 30.0)
         t0 = time.perf_counter()
         imgs = [(decode_image(da / n), decode_image(db / n)) for n in names]
         t_dec = time.perf_counter() - t0
@@ -166,7 +166,7 @@ def in_process_parts(
             dec.append(t_dec / len(names))
         for p, eng in engines.items():
             step = steps[p]
-            bench._wait_quiet(QUIET, 30.0)
+            bench.wait_quiet(QUIET, 30.0)
             t0 = time.perf_counter()
             for s in range(0, len(names), step):
                 eng.score(a[s : s + step], b[s : s + step])

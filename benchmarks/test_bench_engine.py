@@ -3,7 +3,7 @@
 Not part of the main test run (``testpaths = ["tests"]``): run ``pytest benchmarks``. Each group
 (one model and case) compares ``engine`` / ``reference`` / ``channels_last`` on the same pairs
 and weights. pytest-benchmark times one contender after another; the interleaved protocol of
-DESIGN.md (A B C A B C …) is ``dps-fast bench`` / :func:`dps_fast.bench.run_engine_suite`.
+docs/benchmarks.md (A B C A B C …) is ``dps-fast bench`` / :func:`dps_fast.bench.run_engine_suite`.
 """
 
 from __future__ import annotations

@@ -13,9 +13,22 @@ from typing import Any
 
 import pytest
 
-# Some backbones are large: their classifier heads are not needed by any trunk and are
-# left out of the saved state dict (the loader only requires the keys the trunk uses).
-FULL_STATE_ARCHS = {"squeezenet1_1", "mobilenet_v3_large", "efficientnet_b0", "resnet18"}
+from tests.helpers.weights import make_random_weights
+
+# The fast lane, `pytest -m "not slow"` (README, Development), exports only the two small LPIPS
+# trunks, lpips-alex and lpips-squeeze. A test whose id names any other model (VGG16-sized
+# trunks, DISTS, other LPIPS versions, DPS backbones) is marked slow here; other slow tests
+# carry @pytest.mark.slow where they are defined. The default run (and CI) runs everything.
+SLOW_IN_ID = (
+    "vgg", "dists", "v0.0", "baseline", "resnet", "efficientnet", "mobilenet", "convnext",
+    "dps-alexnet", "dps-squeezenet",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "[" in item.name and any(s in item.name.partition("[")[2] for s in SLOW_IN_ID):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,13 +36,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     home = tmp_path_factory.mktemp("dps_fast_home")
     os.environ["DPS_FAST_HOME"] = str(home)
     os.environ.setdefault("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
-
-
-def make_random_weights(arch: str, path: Path, seed: int = 0) -> Path:
-    """A seeded random state dict of torchvision's ``arch``, saved like torchvision's files."""
-    from dps_fast.bench import make_random_weights as make
-
-    return make(arch, path, seed, full=arch in FULL_STATE_ARCHS)
 
 
 @pytest.fixture(scope="session")

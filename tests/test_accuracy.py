@@ -16,7 +16,7 @@ from dps_fast.engine import distances
 from dps_fast.export.modules import Head
 from dps_fast.registry import get_model
 from dps_fast.samples import photo_pairs
-from references import dists_head_float64
+from tests.helpers.references import dists_head_float64
 
 PHOTO_SIZES = [(768, 1024), (1536, 2048)]
 

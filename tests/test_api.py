@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import dps_fast
-import images as im
+from tests.helpers import images as im
 
 H, W = 64, 80
 TOL = 1e-6

@@ -27,12 +27,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import images as im
 from dps_fast import Engine, __version__, read_bundle
 from dps_fast.cache import weights_key
 from dps_fast.cli import app
 from dps_fast.hashing import sha256_file
 from dps_fast.io import decode_image, heatmap_name, resize_image
+from tests.helpers import images as im
 
 H, W = 96, 128
 DPS_FAST = Path(sys.executable).parent / "dps-fast"
@@ -558,6 +558,7 @@ def _has_tile(img: np.ndarray, tile: np.ndarray) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_spatial_dir_with_dists_is_refused(good, bundle, tmp_path) -> None:
     a, b = good
     maps = tmp_path / "maps"
@@ -761,6 +762,7 @@ def test_info_errors(tmp_path) -> None:
     check_one_error_line(res.stderr, f"no bundle at {tmp_path} ", "manifest.json", "export")
 
 
+@pytest.mark.slow
 def test_export_custom_dps(weights_file, good, tmp_path) -> None:
     dest = tmp_path / "r18"
     res = cli(
@@ -801,7 +803,7 @@ def test_score_with_weights_makes_the_cached_bundle(weights_file, good, tmp_path
     home = tmp_path / "home"
     env = {"DPS_FAST_HOME": str(home)}
     w = weights_file("squeezenet1_1")
-    cached = home / "bundles" / "lpips-squeeze" / weights_key(sha256_file(w))  # Contracts: Cache
+    cached = home / "bundles" / "lpips-squeeze" / weights_key(sha256_file(w))  # the cache layout
     assert not cached.exists()
     a, b = good
     out = tmp_path / "sq.csv"

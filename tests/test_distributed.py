@@ -18,7 +18,7 @@ from dps_fast.distributed import assign_ids, plan_units, result_schema, score_un
 from dps_fast.distributed.output import prepare_out, write_shard
 from dps_fast.errors import DistributedError
 from dps_fast.io.pairing import Pair, PairingError, read_pairs_manifest
-from images import save_array, textured
+from tests.helpers.images import save_array, textured
 
 
 def _pairs(n: int, refs: int) -> list[Pair]:

@@ -22,6 +22,7 @@ from PIL import Image
 import dps_fast
 from dps_fast import BundleError, Engine, ProviderError, UnknownModelError
 from dps_fast.io import ImageDecodeError
+from dps_fast.manifest import content_sha256
 from dps_fast.samples import distortion_pairs
 
 H, W = 48, 64  # small and not square; lpips-squeeze needs ≥ 17, lpips-alex ≥ 31
@@ -32,7 +33,7 @@ H, W = 48, 64  # small and not square; lpips-squeeze needs ≥ 17, lpips-alex �
 
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
-    """max |Δ| / max |ref| (DESIGN.md, Tolerances)."""
+    """max |Δ| / max |ref| (docs/numerics.md, Tolerances)."""
     got = np.asarray(got, np.float64)
     ref = np.asarray(ref, np.float64)
     assert got.shape == ref.shape, (got.shape, ref.shape)
@@ -223,7 +224,7 @@ def test_per_layer_reduces_to_score(name, reduce, engines, pairs) -> None:
     eng = engines(name)
     a, b = pairs
     per = eng.score(a, b, per_layer=True)
-    k = len(eng.bundle.manifest["taps"])
+    k = len(eng.bundle.manifest.taps)
     assert per.shape == (4, k) and per.dtype == np.float32
     assert np.all(per >= 0)
     score = eng.score(a, b)
@@ -281,18 +282,18 @@ def test_batch_size_does_not_change_results(bundle, squeeze) -> None:
 @pytest.mark.parametrize(
     ("name", "rel"),
     # DISTS' covariance (mean(xy) − μx μy in float32) cancels: NumPy and the ONNX head agree
-    # to float32 noise, well inside the Contracts' 1e-4.
+    # to float32 noise, well inside docs/numerics.md's 1e-4.
     [("lpips-squeeze", 1e-6), ("lpips-alex", 1e-6), ("dists", 1e-5)],
 )
 def test_features_and_distance(name, rel, engines) -> None:
     eng = engines(name)
     a, b = u8_pairs(4, seed=9)
     fa, fb = eng.features(a), eng.features(b)
-    taps = eng.bundle.manifest["taps"]
+    taps = eng.bundle.manifest.taps
     assert len(fa) == len(taps) == len(eng.info["taps"])
     for f, t in zip(fa, taps, strict=True):
         assert isinstance(f, np.ndarray) and f.dtype == np.float32
-        assert f.ndim == 4 and f.shape[0] == 4 and f.shape[1] == t["channels"]
+        assert f.ndim == 4 and f.shape[0] == 4 and f.shape[1] == t.channels
         assert f.shape[2] >= 1 and f.shape[3] >= 1
     assert_close(eng.distance(fa, fb), eng.score(a, b), rel)
     assert_close(eng.distance(fa, fb, per_layer=True), eng.score(a, b, per_layer=True), rel)
@@ -431,6 +432,7 @@ def test_error_batches_2_vs_3(squeeze) -> None:
     assert "2 and 3" in msg and "1-vs-N" in msg
 
 
+@pytest.mark.slow
 def test_error_spatial_with_dists(engines, pairs) -> None:
     with pytest.raises(ValueError, match=r"LPIPS"):
         engines("dists").score(*pairs, spatial=True)
@@ -491,6 +493,7 @@ def test_error_spatial_without_precision_variant(bundle, tmp_path, pairs) -> Non
     manifest = json.loads((dst / "manifest.json").read_text())
     for role in ("trunk", "head", "pair"):  # stand-ins: the fp32 files under the fp16 roles
         manifest["graphs"][f"{role}@fp16"] = dict(manifest["graphs"][role])
+    manifest["content_sha256"] = content_sha256(manifest)  # an edit made on purpose
     (dst / "manifest.json").write_text(json.dumps(manifest))
     eng = Engine(dst, device="cpu", precision="fp16")
     assert eng.score(*pairs).shape == (4,)

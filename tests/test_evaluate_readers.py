@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import eval_replicas as rep
 from dps_fast.evaluate.items import LayoutError
 from dps_fast.evaluate.readers import parse_dataset_arg, read_dataset
+from tests.helpers import eval_replicas as rep
 
 
 def test_bapps_2afc_and_jnd(tmp_path: Path) -> None:

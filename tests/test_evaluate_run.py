@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import eval_replicas as rep
 from dps_fast import Engine
 from dps_fast.cli import app
 from dps_fast.evaluate import EvalConfig, evaluate
@@ -26,6 +25,7 @@ from dps_fast.evaluate.readers import read_dataset
 from dps_fast.evaluate.scoring import read_scores, score_dataset
 from dps_fast.evaluate.summary import Options
 from dps_fast.io import decode_image
+from tests.helpers import eval_replicas as rep
 
 MODEL = "lpips-alex"
 RUNNER = CliRunner()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,17 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from dps_fast.bundle import SCHEMA_VERSION, read_bundle
+from dps_fast.bundle import read_bundle
 from dps_fast.errors import BundleError, UnknownModelError, WeightsError
 from dps_fast.export import export_model
 from dps_fast.export.weights import build_backbone
+from dps_fast.manifest import FORMAT_VERSION
 from dps_fast.registry import get_model, list_models
 from dps_fast.samples import distortion_pairs
-from references import LPIPS_NET, lpips_reference
+from tests.helpers.references import LPIPS_NET, lpips_reference
 
 MANIFEST_KEYS = {
-    "schema_version", "model", "head", "lpips_version", "taps", "input", "preprocessing",
-    "weights", "head_weights", "graphs", "export", "validation",
+    "format_version", "content_sha256", "model", "reduce", "lower_is_better", "head",
+    "lpips_version", "taps", "input", "preprocessing", "weights", "head_weights", "graphs",
+    "export", "validation",
 }  # fmt: skip
 
 
@@ -57,20 +60,21 @@ def test_export_every_model(spec, bundle, weights_file) -> None:
     path = bundle(spec.name)
     b = read_bundle(path)
     m = b.manifest
-    assert set(m) >= MANIFEST_KEYS
-    assert m["schema_version"] == SCHEMA_VERSION and m["model"] == spec.name
-    assert [t["name"] for t in m["taps"]] == list(spec.tap_names)
-    assert [t["channels"] for t in m["taps"]] == [t.channels for t in spec.taps]
-    assert m["input"]["layout"] == "NCHW" and m["input"]["range"] == [0, 1]
-    assert m["weights"]["source"] == "file" and len(m["weights"]["sha256"]) == 64
+    assert set(json.loads((path / "manifest.json").read_text())) >= MANIFEST_KEYS
+    assert m.format_version == FORMAT_VERSION and m.model == spec.name
+    assert m.reduce == spec.reduce and m.head == spec.head
+    assert [t.name for t in m.taps] == list(spec.tap_names)
+    assert [t.channels for t in m.taps] == [t.channels for t in spec.taps]
+    assert m.input.layout == "NCHW" and m.input.range == (0, 1)
+    assert m.weights.source == "file" and len(m.weights.sha256) == 64
     roles = {"trunk", "head", "pair"} | ({"pair_spatial"} if spec.spatial_supported else set())
     roles |= {f"{r}@uint8-nhwc" for r in roles - {"head"}}
-    assert set(m["graphs"]) == roles
-    for role, g in m["graphs"].items():
-        assert (path / g["file"]).is_file() and not list(path.glob("*.data"))
-        outs = m["validation"]["graphs"][role]["outputs"]
+    assert set(m.graphs) == roles
+    for role, g in m.graphs.items():
+        assert (path / g.file).is_file() and not list(path.glob("*.data"))
+        outs = m.validation["graphs"][role]["outputs"]
         assert outs and all(o["ok"] for o in outs)
-        shapes = m["validation"]["graphs"][role]["shapes"]
+        shapes = m.validation["graphs"][role]["shapes"]
         assert len(shapes) >= 2
     # Trunk outputs vs torchvision's own modules, on an odd non-square size.
     x = distortion_pairs(2, 97, 131, seed=5)[0]
@@ -106,13 +110,14 @@ def test_lpips_lin_weights_really_loaded(bundle) -> None:
     np.testing.assert_allclose(sums, [2.34953, 16.1430, 39.2684, 27.1972, 20.3172], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_custom_dps_export(tmp_path, weights_file) -> None:
     path = export_model(
         "dps-resnet18+layer1+layer3", weights=weights_file("resnet18"), out=tmp_path / "b"
     )
     m = read_bundle(path).manifest
-    assert m["model"] == "dps-resnet18+layer1+layer3"
-    assert [(t["name"], t["channels"], t["stride"]) for t in m["taps"]] == [
+    assert m.model == "dps-resnet18+layer1+layer3"
+    assert [(t.name, t.channels, t.stride) for t in m.taps] == [
         ("layer1", 64, 4),
         ("layer3", 256, 16),
     ]
@@ -125,6 +130,7 @@ PRECISION_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", sorted(PRECISION_CASES))
 def test_precision_variants(tmp_path, weights_file, precision) -> None:
     """--fp16 / --int8 add variants of the trunk (heads stay float32), validated against
@@ -137,13 +143,13 @@ def test_precision_variants(tmp_path, weights_file, precision) -> None:
     for role in ("trunk", "pair", "pair_spatial"):
         for u8 in ("", "@uint8-nhwc"):
             r = f"{role}@{precision}{u8}"
-            assert r in m["graphs"], r
-            outputs = m["validation"]["graphs"][r]["outputs"]
+            assert r in m.graphs, r
+            outputs = m.validation["graphs"][r]["outputs"]
             assert all(o["ok"] for o in outputs)
             assert max(o["rel_diff"] for o in outputs) <= (
                 tap_tol if role == "trunk" else score_tol
             )
-    assert "head@fp16" not in m["graphs"] and "head@int8" not in m["graphs"]
+    assert "head@fp16" not in m.graphs and "head@int8" not in m.graphs
     a, b = distortion_pairs(8, 97, 131, seed=11)
     s32 = Engine(path, device="cpu").score(a, b)
     eng = Engine(path, device="cpu", precision=precision)
@@ -233,14 +239,28 @@ def test_weights_garbage_file(tmp_path) -> None:
         export_model("lpips-alex", weights=p, out=tmp_path / "b")
 
 
-def test_weights_safetensors(tmp_path, weights_file) -> None:
+def test_weights_safetensors(tmp_path, weights_file, bundle) -> None:
+    """A .safetensors state dict exports the same trunk as the same weights in a .pth file."""
     from safetensors.torch import save_file
+
+    from dps_fast import Engine
 
     sd = torch.load(weights_file("squeezenet1_1"), weights_only=True)
     p = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(p))
-    path = export_model("dps-squeezenet1_1", weights=p, out=tmp_path / "b")
-    assert read_bundle(path).manifest["weights"]["name"].endswith("w.safetensors")
+    path = export_model("lpips-squeeze", weights=p, out=tmp_path / "b")
+    m = read_bundle(path).manifest
+    assert m.weights.name.endswith("w.safetensors") and m.weights.source == "file"
+    assert m.weights.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
+    x = distortion_pairs(2, 64, 64, seed=3)[0]
+    got = Engine(path, device="cpu").features(x)
+    want = Engine(bundle("lpips-squeeze"), device="cpu").features(x)  # from the .pth file
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    # Different weights give different features: the comparison above can fail.
+    shifted = {k: v * 1.5 if v.is_floating_point() else v for k, v in sd.items()}
+    other = export_model("lpips-squeeze", weights=_save(tmp_path, shifted), out=tmp_path / "c")
+    assert not np.array_equal(Engine(other, device="cpu").features(x)[0], want[0])
 
 
 def _copy_bundle(bundle, tmp_path: Path) -> Path:
@@ -278,12 +298,14 @@ def test_truncated_bundle(bundle, tmp_path) -> None:
         read_bundle(p)
 
 
-def test_bundle_schema_version(bundle, tmp_path) -> None:
+def test_bundle_format_version(bundle, tmp_path) -> None:
     p = _copy_bundle(bundle, tmp_path)
     m = json.loads((p / "manifest.json").read_text())
-    m["schema_version"] = 999
+    m["format_version"] = 999
     (p / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(BundleError, match="schema version 999"):
+    with pytest.raises(
+        BundleError, match=r"format 999.*reads formats 1, 2.*upgrade dps-fast.*--force"
+    ):
         read_bundle(p)
 
 
@@ -294,7 +316,10 @@ def test_bundle_head_numerics(bundle, tmp_path) -> None:
     p = _copy_bundle(bundle, tmp_path)
     m = json.loads((p / "manifest.json").read_text())
     assert m["head_numerics"] == HEAD_NUMERICS
-    del m["head_numerics"]
+    # as written before the fix: format 1, no head_numerics
+    for k in ("head_numerics", "format_version", "content_sha256", "lower_is_better"):
+        del m[k]
+    m["schema_version"] = 1
     (p / "manifest.json").write_text(json.dumps(m))
     read_bundle(p)  # an LPIPS bundle from before stays usable (its error was within tolerance)
     m["head"] = "dists"
@@ -311,7 +336,7 @@ def test_stale_cached_bundle_is_reexported(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DPS_FAST_HOME", str(tmp_path))
     dest = cached_bundle_path("dists")
     dest.mkdir(parents=True)
-    m = {"schema_version": SCHEMA_VERSION, "model": "dists", "head": "dists",
+    m = {"schema_version": 1, "model": "dists", "head": "dists",
          "graphs": {"pair": {}, "pair@fp16": {}}}  # fmt: skip
     (dest / "manifest.json").write_text(json.dumps(m))
     calls = []

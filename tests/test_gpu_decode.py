@@ -8,6 +8,7 @@ the GPU decoder's interface. The nvImageCodec and CUDA calls themselves run in
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import images as im
 from dps_fast.cli import app
-from dps_fast.engine.cuda import cuda_array_view
+from dps_fast.cuda import cuda_array_view
 from dps_fast.errors import ProviderError
 from dps_fast.io import decode_image
 from dps_fast.io.gpu_decode import import_nvimgcodec, is_plain_jpeg
 from dps_fast.io.pairing import pair_dirs
 from dps_fast.pipeline import PairScorer
+from tests.helpers import images as im
 
 H, W = 64, 80
 
@@ -35,6 +36,7 @@ class HostBatchDecoder:
     def __init__(self, fail_stack: bool = False) -> None:
         self.decoded = 0
         self.stacked: list[int] = []
+        self.stack_calls = 0
         self.fail_stack = fail_stack
 
     def accepts(self, data: bytes) -> bool:
@@ -51,6 +53,7 @@ class HostBatchDecoder:
         return out
 
     def stack(self, images: list[Any]) -> Any:
+        self.stack_calls += 1
         if self.fail_stack:
             raise RuntimeError("simulated device failure")
         self.stacked.append(len(images))
@@ -109,11 +112,21 @@ def test_batch_decode_flow_matches_cpu_path(engines, folders) -> None:
     assert sum(dec.stacked) == 2 * 6  # j0..j4 and grey, both sides, packed in batches
 
 
-def test_batch_decode_device_failure_falls_back_to_cpu(engines, folders) -> None:
+def test_batch_decode_device_failure_falls_back_to_cpu(engines, folders, caplog) -> None:
+    """Packing a batch on the device fails: its pairs are decoded on the CPU and scored."""
     eng = engines("lpips-alex")
     da, db = folders
-    got = _run(eng, da, db, decoder=HostBatchDecoder(fail_stack=True))
+    dec = HostBatchDecoder(fail_stack=True)
+    with caplog.at_level(logging.WARNING, logger="dps_fast"):
+        got = _run(eng, da, db, decoder=dec)
     want = _run(eng, da, db, decode="cpu")
+    # The device path was taken and failed: images were decoded, every stack attempt raised.
+    assert dec.decoded > 0 and dec.stack_calls > 0 and dec.stacked == []
+    assert any("GPU batch failed" in r.getMessage() for r in caplog.records)
+    # ... and the pairs it held were scored on the CPU instead, like the CPU path scores them.
+    jpeg = [r for r in got if r["a"].startswith("j")]
+    assert len(jpeg) == 5 and all(r["error"] == "" and r["score"] is not None for r in jpeg)
+    assert [r["error"] for r in got] == [r["error"] for r in want]
     assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-6)
 
 

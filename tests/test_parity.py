@@ -1,7 +1,7 @@
 """Engine scores vs the reference packages, same random trunk weights, real lin / alpha-beta.
 
-Inputs span tiny (mild noise) to large (blur, shift, unrelated image) distances; the Contracts'
-tolerance is max |Δ| ≤ 1e-5 or max |Δ| / max |ref| ≤ 1e-4.
+Inputs span tiny (mild noise) to large (blur, shift, unrelated image) distances; the tolerance
+(docs/numerics.md) is max |Δ| ≤ 1e-5 or max |Δ| / max |ref| ≤ 1e-4.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dps_fast.samples import distortion_pairs
-from references import LPIPS_NET, dists_reference, lpips_reference
+from tests.helpers.references import LPIPS_NET, dists_reference, lpips_reference
 
 SIZES = [(64, 64), (97, 131)]
 
@@ -78,6 +78,7 @@ def test_lpips_parity_trunk_and_numpy_head(
     assert calls, "the split path was not taken"
 
 
+@pytest.mark.slow
 def test_squeeze_parity_at_split_size(engines, weights_file) -> None:
     """lpips-squeeze is head-heavy: from 128² on, the engine's own rule picks the split path."""
     ref = lpips_reference("squeeze", "0.1", True, False, weights_file(LPIPS_NET["squeeze"]))
@@ -92,6 +93,7 @@ def test_squeeze_parity_at_split_size(engines, weights_file) -> None:
     assert_close(eng.score(a, b), r)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_dists_parity(size, engines, weights_file, monkeypatch) -> None:
     ref = dists_reference(weights_file("vgg16"), monkeypatch)
@@ -110,6 +112,7 @@ def test_dists_parity(size, engines, weights_file, monkeypatch) -> None:
         assert float(np.abs(g - t).max() / np.abs(t).max()) <= 1e-5
 
 
+@pytest.mark.slow
 def test_dps_matches_its_definition(engines, weights_file) -> None:
     """dps-*: mean over taps of mean over space of Σ_c (f̂a − f̂b)², f̂ unit over channels."""
     import torchvision

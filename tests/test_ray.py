@@ -25,7 +25,9 @@ import ray  # the dev extra has it: a missing Ray fails here, it is not skipped
 import dps_fast
 from dps_fast.distributed import RayOptions, read_results
 from dps_fast.distributed.output import META, SUCCESS
-from images import save_array, textured
+from tests.helpers.images import save_array, textured
+
+pytestmark = pytest.mark.slow  # starts Ray clusters
 
 CLUSTER_CPUS = 4
 

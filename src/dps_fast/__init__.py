@@ -6,7 +6,7 @@ The engine needs only onnxruntime and NumPy; exporting bundles needs the ``[expo
 from ._version import __version__
 from .bundle import Bundle, read_bundle
 from .cache import cache_root
-from .engine import Engine, load
+from .engine import Engine
 from .engine.reference import Reference
 from .errors import (
     BundleError,
@@ -21,7 +21,9 @@ from .errors import (
     ProviderError,
     UnknownModelError,
     WeightsError,
+    WeightsNotFoundError,
 )
+from .hub import load
 from .pipeline import distance_matrix, score_dirs, score_pairs
 from .registry import ModelSpec, get_model, list_models
 from .stream import score_iter
@@ -43,6 +45,7 @@ __all__ = [
     "Reference",
     "UnknownModelError",
     "WeightsError",
+    "WeightsNotFoundError",
     "__version__",
     "cache_root",
     "distance_matrix",

@@ -1,26 +1,29 @@
 """The model bundle: the contract between the torch-side export and the torch-free engine.
 
-A bundle is a folder with ``manifest.json``, ONNX graphs by role and ``head.npz``. It is written
-to a temporary sibling folder and renamed into place, and read back with checks (schema version,
-every file's sha256) whose errors name the fix.
+A bundle is a folder with ``manifest.json`` (typed in :mod:`dps_fast.manifest`), ONNX graphs
+by role and ``head.npz``; docs/bundle-format.md specifies it. It is written to a temporary
+sibling folder and renamed into place, and read back with checks (format version, the
+manifest's fields and content digest, file names confined to the folder, every file's sha256)
+whose errors name the fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._tempdirs import owned_tempdir
 from .errors import BundleError, BundleNotFoundError
 from .hashing import sha256_file
+from .manifest import FORMAT_VERSION, FileEntry, Manifest, TapInfo, check_file_name, parse_role
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 HEAD_NPZ = "head.npz"
 # Revision of the heads' numerics inside the graphs, manifest key "head_numerics" (absent: 1).
@@ -29,13 +32,20 @@ HEAD_NPZ = "head.npz"
 # them are refused (and re-exported when they are in the cache, see hub.resolve_bundle).
 HEAD_NUMERICS = 2
 MIN_HEAD_NUMERICS = {"dists": 2}
+# Manifests larger than this are refused unread (a real one is a few tens of kB).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
-
-@dataclass(frozen=True)
-class TapInfo:
-    name: str
-    channels: int
-    stride: int
+__all__ = [
+    "FORMAT_VERSION",
+    "HEAD_NPZ",
+    "MANIFEST",
+    "Bundle",
+    "Manifest",
+    "TapInfo",
+    "check_destination",
+    "read_bundle",
+    "write_bundle",
+]
 
 
 @dataclass(frozen=True)
@@ -43,38 +53,34 @@ class Bundle:
     """A verified bundle on disk."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     head_weights: dict[str, np.ndarray]
     # Graph roles whose file hash was checked (all at read time, or each on first use).
     verified: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def model(self) -> str:
-        return str(self.manifest["model"])
+        return self.manifest.model
 
     @property
     def head(self) -> str:
-        return str(self.manifest["head"])
+        return self.manifest.head
 
     @property
     def reduce(self) -> str:
-        return str(self.manifest.get("reduce", "sum"))
+        return self.manifest.reduce
 
     @property
-    def taps(self) -> list[TapInfo]:
-        return [
-            TapInfo(t["name"], int(t["channels"]), int(t["stride"])) for t in self.manifest["taps"]
-        ]
+    def taps(self) -> tuple[TapInfo, ...]:
+        return self.manifest.taps
 
     @property
     def min_size(self) -> tuple[int, int]:
-        h, w = self.manifest["input"]["min_size"]
-        return int(h), int(w)
+        return self.manifest.min_size
 
     @property
     def lpips_version(self) -> str | None:
-        v = self.manifest.get("lpips_version")
-        return None if v is None else str(v)
+        return self.manifest.lpips_version
 
     @property
     def sha256(self) -> str:
@@ -82,30 +88,34 @@ class Bundle:
         return sha256_file(self.path / MANIFEST)
 
     def has_graph(self, role: str) -> bool:
-        return role in self.manifest["graphs"]
+        return role in self.manifest.graphs
 
     def graph_path(self, role: str) -> Path:
-        graphs = self.manifest["graphs"]
+        graphs = self.manifest.graphs
         if role not in graphs:
-            flag = next((f" --{v}" for v in ("fp16", "int8") if f"@{v}" in role), "")
+            try:
+                precision = parse_role(role)[1]
+            except ValueError:
+                precision = "fp32"
+            flag = "" if precision == "fp32" else f" --{precision}"
             raise BundleError(
                 f"bundle {self.path} has no {role!r} graph (it has: {', '.join(graphs)}); "
                 f"re-export it with that variant: dps-fast export {self.model}{flag} --force"
             )
-        return self.path / graphs[role]["file"]
+        return _inside(self.path, graphs[role].file)
 
     def checked_graph_path(self, role: str) -> Path:
         """:meth:`graph_path`, after checking the file's sha256 once (lazily opened bundles)."""
         f = self.graph_path(role)
         if role not in self.verified:
-            _check_sha(self.path, f, self.manifest["graphs"][role]["sha256"], self.model)
+            _check_sha(self.path, f, self.manifest.graphs[role].sha256, self.model)
             self.verified.add(role)
         return f
 
 
 def write_bundle(
     dest: Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     files: dict[str, Path],
     head_weights: dict[str, np.ndarray],
     *,
@@ -113,43 +123,49 @@ def write_bundle(
 ) -> Path:
     """Write a bundle atomically: files are copied into a temp folder beside ``dest`` and renamed.
 
-    ``files`` maps a file name inside the bundle to a source path. Hashes are filled in here.
+    ``files`` maps a file name inside the bundle to a source path. The graphs' and head
+    weights' hashes are filled in here (whatever ``manifest`` says), then the content digest.
     """
     dest = Path(dest)
     check_destination(dest, force=force)
     parent = dest.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=parent))
-        os.chmod(tmp, 0o755)
+        with owned_tempdir(f".{dest.name}.tmp-", parent) as tmp:
+            os.chmod(tmp, 0o755)
+            _write_into(tmp, dest, manifest, files, head_weights)
     except OSError as e:
         raise BundleError(f"cannot write the bundle to {dest}: {e.strerror or e}") from None
-    try:
-        manifest = json.loads(json.dumps(manifest))  # deep copy, JSON-only values
-        for name, src in files.items():
-            shutil.copyfile(src, tmp / name)
-        arrays: dict[str, Any] = {k: np.asarray(v, np.float32) for k, v in head_weights.items()}
-        np.savez(tmp / HEAD_NPZ, **arrays)
-        for g in manifest["graphs"].values():
-            g["sha256"] = sha256_file(tmp / g["file"])
-        manifest["head_file"] = {"file": HEAD_NPZ, "sha256": sha256_file(tmp / HEAD_NPZ)}
-        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=False)
-            f.write("\n")
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=parent))
+    return dest
+
+
+def _write_into(
+    tmp: Path,
+    dest: Path,
+    manifest: Manifest,
+    files: dict[str, Path],
+    head_weights: dict[str, np.ndarray],
+) -> None:
+    """Fill ``tmp`` with the bundle's files and manifest, then rename it to ``dest``."""
+    for name, src in files.items():
+        shutil.copyfile(src, _inside(tmp, name))
+    arrays: dict[str, Any] = {k: np.asarray(v, np.float32) for k, v in head_weights.items()}
+    np.savez(tmp / HEAD_NPZ, **arrays)
+    graphs = {
+        role: dataclasses.replace(g, sha256=sha256_file(_inside(tmp, g.file)))
+        for role, g in manifest.graphs.items()
+    }
+    head_file = FileEntry(HEAD_NPZ, sha256_file(tmp / HEAD_NPZ))
+    manifest = dataclasses.replace(manifest, graphs=graphs, head_file=head_file)
+    with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
+        json.dump(manifest.to_dict(), f, indent=2, sort_keys=False)
+        f.write("\n")
+    if dest.exists():
+        with owned_tempdir(f".{dest.name}.old-", dest.parent) as old:
             os.replace(dest, old / "b")
             os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise BundleError(f"cannot write the bundle to {dest}: {e.strerror or e}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+    else:
+        os.replace(tmp, dest)
 
 
 def check_destination(dest: Path, *, force: bool) -> None:
@@ -194,8 +210,20 @@ def stale_manifest(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def _inside(root: Path, name: str) -> Path:
+    """``root / name`` for a plain file name that stays inside ``root`` (symbolic links too)."""
+    check_file_name(name)
+    f = root / name
+    if f.is_symlink() and f.resolve().parent != root.resolve():
+        raise BundleError(
+            f"bundle {root}: {name} links to {f.resolve()}, outside the bundle folder; "
+            "copy the file into the bundle instead"
+        )
+    return f
+
+
 def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> Bundle:
-    """Open a bundle folder, check its schema and (``verify``) every file's sha256.
+    """Open a bundle folder, check its manifest and (``verify``) every file's sha256.
 
     ``verify="lazy"`` checks the head weights now and each graph when first used
     (:meth:`Bundle.checked_graph_path`): what the engine does, so that opening a bundle with
@@ -210,44 +238,43 @@ def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> B
             f"no bundle at {p} ({MANIFEST} missing); "
             f"make one with `dps-fast export MODEL --out {p}`"
         )
+    raw: Any = None
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"over {MAX_MANIFEST_BYTES // 2**20} MiB")
+        raw = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
         raise BundleError(
-            f"bundle manifest {mpath} is unreadable ({e}); re-export it: "
+            f"bundle manifest {mpath} is unreadable ({why}); re-export it: "
             "dps-fast export MODEL --force"
         ) from None
-    model = manifest.get("model", "MODEL") if isinstance(manifest, dict) else "MODEL"
+    model = raw.get("model") if isinstance(raw, dict) else None
+    model = model if isinstance(model, str) and model else "MODEL"
     fix = f"re-export it: dps-fast export {model} --force"
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
-        got = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if isinstance(raw, dict) and is_stale(raw):
         raise BundleError(
-            f"bundle {p} has schema version {got!r}, this dps-fast reads {SCHEMA_VERSION}; {fix}"
+            f"bundle {p} was exported before the {raw.get('head')} head's accuracy fix "
+            f"(head numerics {raw.get('head_numerics', 1)}, this dps-fast needs "
+            f"{MIN_HEAD_NUMERICS.get(str(raw.get('head')), 1)}): its scores can be far off on "
+            f"large images; {fix}"
         )
-    for key in ("model", "head", "taps", "input", "graphs", "head_file"):
-        if key not in manifest:
-            raise BundleError(f"bundle manifest {mpath} lacks {key!r}; {fix}")
-    if is_stale(manifest):
-        raise BundleError(
-            f"bundle {p} was exported before the {manifest['head']} head's accuracy fix "
-            f"(head numerics {manifest.get('head_numerics', 1)}, this dps-fast needs "
-            f"{MIN_HEAD_NUMERICS[str(manifest['head'])]}): its scores can be far off on large "
-            f"images; {fix}"
-        )
-    entries = [(role, g) for role, g in manifest["graphs"].items()]
-    entries.append(("head weights", manifest["head_file"]))
+    try:
+        manifest = Manifest.from_dict(raw)
+    except BundleError as e:
+        raise BundleError(f"bundle {p}: {e}; {fix}") from None
+    entries = [(role, g.file, g.sha256) for role, g in manifest.graphs.items()]
+    entries.append(("head weights", manifest.head_file.file, manifest.head_file.sha256))
     verified: set[str] = set()
-    for role, g in entries:
-        f = p / g["file"]
+    for role, name, sha in entries:
+        f = _inside(p, name)
         if not f.is_file():
-            raise BundleError(
-                f"bundle {p} is incomplete: {role} file {g['file']} is missing; {fix}"
-            )
+            raise BundleError(f"bundle {p} is incomplete: {role} file {name} is missing; {fix}")
         if verify is True or (verify == "lazy" and role == "head weights"):
-            _check_sha(p, f, g["sha256"], str(model))
+            _check_sha(p, f, sha, model)
             verified.add(role)
     try:
-        with np.load(p / manifest["head_file"]["file"]) as z:
+        with np.load(_inside(p, manifest.head_file.file), allow_pickle=False) as z:
             head = {k: np.ascontiguousarray(z[k], dtype=np.float32) for k in z.files}
     except (OSError, ValueError) as e:
         raise BundleError(f"bundle {p}: head weights unreadable ({e}); {fix}") from None

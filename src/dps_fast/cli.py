@@ -184,6 +184,7 @@ def _run_scoring(
     heatmap: str = "map",
     spatial_npy: bool = False,
 ) -> int:
+    from .errors import DpsFastError
     from .io.results import ResultWriter, drop_rows_to_redo, read_done_keys, write_meta
     from .pipeline import PairScorer
 
@@ -219,9 +220,13 @@ def _run_scoring(
     progress = _Progress(len(todo))
     t0 = time.perf_counter()
     with writer:
-        for i, rec in enumerate(scorer.run(todo), 1):
-            writer.write(rec)
-            progress.update(i)
+        try:
+            for i, rec in enumerate(scorer.run(todo), 1):
+                writer.write(rec)
+                progress.update(i)
+        except DpsFastError as e:  # e.g. a graph of the bundle that fails its check on first use
+            progress.close()
+            _fail(" ".join(str(e).split()))
     progress.close()
     elapsed = time.perf_counter() - t0
     summary = scorer.stats.summary()
@@ -652,24 +657,25 @@ def info(
         providers = f"unavailable ({e})"
     m = b.manifest
     if as_json:
-        typer.echo(json.dumps(m, indent=2))
+        typer.echo(json.dumps(m.to_dict(), indent=2))
         return
     typer.echo(f"bundle     {b.path}")
-    typer.echo(f"model      {m['model']} ({m.get('description', '')})")
-    typer.echo(f"head       {m['head']}  reduce {m.get('reduce')}  lpips {m.get('lpips_version')}")
-    typer.echo("taps       " + ", ".join(f"{t['name']}[{t['channels']}]/{t['stride']}"
-                                         for t in m["taps"]))  # fmt: skip
-    typer.echo(f"min size   {m['input']['min_size']}")
-    w = m["weights"]
-    typer.echo(f"weights    {w['source']} {w['name']} sha256 {w['sha256'][:16]}…")
-    typer.echo(f"graphs     {', '.join(m['graphs'])}")
-    ex = m["export"]
+    typer.echo(f"model      {m.model} ({m.description})")
+    typer.echo(f"head       {m.head}  reduce {m.reduce}  lpips {m.lpips_version}")
+    typer.echo("taps       " + ", ".join(f"{t.name}[{t.channels}]/{t.stride}" for t in m.taps))
+    typer.echo(f"min size   {list(m.min_size)}")
+    w = m.weights
     typer.echo(
-        f"exported   {ex['date']} by dps-fast {ex['dps_fast']}, torch {ex['torch']}, "
-        f"onnx {ex['onnx']}, opset {ex['opset']}"
+        f"weights    {w.source} {w.name} sha256 {w.sha256[:16]}…" if w else "weights    none"
+    )
+    typer.echo(f"graphs     {', '.join(m.graphs)}")
+    ex = m.export
+    typer.echo(
+        f"exported   {ex.date} by dps-fast {ex.dps_fast}, torch {ex.torch}, "
+        f"onnx {ex.onnx}, opset {ex.opset}, bundle format {m.format_version}"
     )
     typer.echo("validation (max |Δ| / relative vs PyTorch, worst per graph):")
-    for role, v in m["validation"]["graphs"].items():
+    for role, v in m.validation.get("graphs", {}).items():
         worst = max(v["outputs"], key=lambda o: o["rel_diff"])
         ok = all(o["ok"] for o in v["outputs"])
         typer.echo(
@@ -681,24 +687,62 @@ def info(
 
 @app.command()
 def bench(
-    quick: bool = typer.Option(False, "--quick", help="Fewer rounds and cases."),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="About a minute: lpips-alex and lpips-squeeze, 64² and 256², 3 rounds.",
+    ),
+    models: str | None = typer.Option(
+        None, "--models", help="Comma-separated models (default: alex, vgg, squeeze, dists)."
+    ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="Do not wait for other processes to go quiet before each call."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Keep the exported bundles here (reused by later runs)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Time the engine against the PyTorch path.
 
-    The lpips package and channels_last PyTorch, same weights and inputs.
+    The lpips package and channels_last PyTorch, same weights and inputs. Progress goes to
+    stderr, the table to stdout.
 
     \b
     Example:
-      dps-fast bench --quick
+      dps-fast bench --quick --no-wait
     """
     from . import bench as _bench
+    from ._tempdirs import owned_tempdir
+    from .errors import DpsFastError
+    from .registry import get_model
 
+    default = _bench.QUICK_MODELS if quick else _bench.DEFAULT_MODELS
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else list(default)
     try:
-        _bench.check_requirements()
-    except ImportError as e:
-        _fail(str(e))
-    rows = _bench.run_engine_suite(quick=quick)
+        for m in names:
+            get_model(m)
+        _bench.check_requirements(names)
+    except (DpsFastError, ImportError) as e:
+        _fail(" ".join(str(e).split()))
+    options: dict[str, Any] = {"quiet": None if no_wait else 0.3}
+    if quick:  # no diagnostic contender, no per-round ceiling: the three contenders only
+        options.update(diagnostics=False, local_ceiling=False)
+
+    def run(where: Path) -> list[dict[str, Any]]:
+        return _bench.run_engine_suite(
+            quick=quick, models=names, cache_dir=where, progress=lambda m: _err(f"bench: {m}"),
+            **options,
+        )  # fmt: skip
+
+    if cache_dir is None and quick:
+        with owned_tempdir("dps-fast-bench-") as tmp:
+            _err(f"bench: bundles and weights go to {tmp} (removed at the end; --cache-dir keeps)")
+            rows = run(tmp)
+    else:
+        where = cache_dir if cache_dir is not None else _bench.default_cache_dir()
+        _err(f"bench: bundles and weights go to {where} (kept and reused; delete it to free space)")
+        rows = run(where)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

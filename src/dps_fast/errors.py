@@ -36,6 +36,10 @@ class OutputValidationError(DpsFastError):
         )
 
 
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """A ``--weights`` / ``weights=`` file that does not exist."""
+
+
 class ProviderError(DpsFastError, RuntimeError):
     """The requested ONNX Runtime execution provider is not available."""
 

@@ -1,7 +1,7 @@
 """Scoring many pairs: decode in threads overlapped with inference, reuse features, keep order.
 
-``score_dirs`` and ``score_pairs`` yield one result record (a dict with the Contracts' columns)
-per pair, in the pairing order whatever the worker count. A pair that cannot be scored (bad
+``score_dirs`` and ``score_pairs`` yield one result record (a dict with the README's result
+columns) per pair, in the pairing order whatever the worker count. A pair that cannot be scored (bad
 file, size mismatch, too small) yields a record with ``error`` set; the run goes on.
 """
 

@@ -25,7 +25,14 @@ from dps_fast.io import (
     resize_image,
     short_side_size,
 )
-from images import SRGB_BLUE, SRGB_GREEN, SRGB_RED, icc_rgb_profile, png_chunk, png_rgb48
+from tests.helpers.images import (
+    SRGB_BLUE,
+    SRGB_GREEN,
+    SRGB_RED,
+    icc_rgb_profile,
+    png_chunk,
+    png_rgb48,
+)
 
 RNG = np.random.default_rng(1234)
 

@@ -2,7 +2,7 @@
 
 Every function takes lists of K float32 arrays [N, C_k, h_k, w_k] for images a and b and
 returns per-tap values [N, K] (or maps). They mirror the reference packages' numerics
-(DESIGN.md, "Numerics").
+(docs/numerics.md).
 """
 
 from __future__ import annotations

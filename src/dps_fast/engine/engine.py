@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..bundle import Bundle, read_bundle
+from ..cuda import CudaArrayView, DeviceBatch, cuda_array_view, is_cuda_array, runtime
+from ..errors import BundleError
+from ..manifest import graph_role
 from . import distances
-from .cuda import CudaArrayView, DeviceBatch, cuda_array_view, is_cuda_array, runtime
 from .inputs import ImageLike, check_min_size, image_hw, pair_batches, to_batch, untrack
 from .session import DEVICES, available_providers, make_session
 
@@ -27,29 +32,57 @@ DEFAULT_PIXEL_BUDGET_CUDA = 16 * 1024 * 1024  # GPUs want big batches; memory al
 DEFAULT_MAX_BATCH = 32
 # pairwise() on CUDA keeps every image's features on the device up to this many bytes.
 DEVICE_FEATURE_BYTES = 8 * 1024**3
-# Heads computed by the blocked NumPy kernel on the host (distances.lpips_per_tap): measured
-# 1.0–1.9× faster than ONNX Runtime's head graph on CPU, whose one-op-at-a-time passes over the
-# features (and, inside the pair graph, layout reorders) cost more than the arithmetic.
+# Why these defaults (measured, per machine): benchmarks/results/engine-defaults.md.
+# Heads computed by the blocked NumPy kernel on the host (distances.lpips_per_tap) on CPU.
 NUMPY_HEADS = ("lpips", "lpips-baseline", "dps")
-# On CPU, "head-heavy" bundles — at least SPLIT_MIN_DENSITY feature floats per input pixel
-# (Σ channels / stride² over the taps: lpips-squeeze 35, lpips-vgg 122; lpips-alex 10.5,
-# ResNets ≤ 8) — score pairs of at least SPLIT_MIN_PIXELS pixels as trunk graph + NumPy head
-# instead of one pair-graph run. Every LPIPS-family bundle does from SPLIT_ANY_PIXELS on.
-# Measured on the 2-vCPU Xeon, interleaved: squeeze 1.0–1.66× (1.65× at 1024×768), vgg
-# 0.95–1.10× at 256²; alex 0.92× at 256², 1.01× at 384×512, 1.07–1.08× at 640² and 768², 1.07–1.12×
-# at 1024×768 and 1.18× at 2048×1536.
-# On a 2-vCPU AMD EPYC (benchmarks/results/2026-12-02-cpu-2core-epyc-head.md): squeeze 1.01× at
-# 128², 1.11× at 256², 1.33× at 1024×768; alex 0.95× at 256², 1.05× at 1024×768.
+# On CPU, bundles with at least SPLIT_MIN_DENSITY feature floats per input pixel (Σ channels /
+# stride² over the taps) score pairs of at least SPLIT_MIN_PIXELS pixels as trunk graph + NumPy
+# head instead of one pair-graph run; every LPIPS-family bundle does from SPLIT_ANY_PIXELS on.
 SPLIT_MIN_DENSITY = 16.0
 SPLIT_MIN_PIXELS = 128 * 128
 SPLIT_ANY_PIXELS = 768 * 768
+
+
+# How a model name becomes a bundle folder. The engine only opens bundles; finding one by name
+# (the cache, an export when allowed) lives above it, in dps_fast.hub, which installs itself here
+# when the package is imported: the engine never imports the exporter, not even lazily.
+BundleResolver = Callable[
+    [str | os.PathLike[str], str | os.PathLike[str] | None, str, bool | None], Path
+]
+_resolver: BundleResolver | None = None
+
+
+def set_bundle_resolver(resolver: BundleResolver | None) -> None:
+    """Install how ``Engine(name)`` finds a bundle: ``resolver(model, weights, precision,
+    offline)`` returns a bundle folder. None: only bundle folders are accepted."""
+    global _resolver
+    _resolver = resolver
+
+
+def _resolve(
+    model: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None,
+    precision: str,
+    offline: bool | None,
+) -> Path:
+    if _resolver is not None:
+        return Path(_resolver(model, weights, precision, offline))
+    if weights is not None:
+        raise ValueError(
+            "weights= selects a bundle by model name, which needs dps_fast.hub; pass a bundle "
+            "folder instead"
+        )
+    return Path(model)
 
 
 class Engine:
     """Deep perceptual similarity on ONNX Runtime, without torch.
 
     ``model`` is a registry name (``lpips-alex``, ``dists``, ``dps-resnet50`` …) or a bundle
-    folder. Sessions are made lazily per graph and shared by threads (``run`` is thread-safe).
+    folder. A name is looked up in the cache and exported when missing and torch is installed,
+    unless ``offline`` (or ``DPS_FAST_OFFLINE=1``): then a missing bundle is an error, and
+    nothing is downloaded or exported. Sessions are made lazily per graph and shared by threads
+    (``run`` is thread-safe).
     """
 
     def __init__(
@@ -61,9 +94,8 @@ class Engine:
         weights: str | os.PathLike[str] | None = None,
         threads: int | None = None,
         batch_size: int | None = None,
+        offline: bool | None = None,
     ) -> None:
-        from ..hub import resolve_bundle
-
         if device not in DEVICES:
             raise ValueError(f"expected device one of {', '.join(DEVICES)}, got {device!r}")
         if precision not in PRECISIONS:
@@ -72,8 +104,8 @@ class Engine:
             )
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"expected batch_size a positive int or None, got {batch_size!r}")
+        path = _resolve(model, weights, precision, offline)
         # Graphs are hash-checked when first used, not all at open (bundles hold many variants).
-        path = resolve_bundle(model, weights, precision=precision)
         self.bundle: Bundle = read_bundle(path, verify="lazy")
         self.precision = precision
         self.threads = threads
@@ -81,7 +113,6 @@ class Engine:
         self._requested_device = device
         self._lock = threading.Lock()
         self._sessions: dict[str, Any] = {}
-        self._suffix = "" if precision == "fp32" else f"@{precision}"
         for r in ("trunk", "pair"):
             self.bundle.graph_path(self._key(r))  # precision variant present? (clear error)
         # uint8 NHWC graph variants (if the bundle has them) take 8-bit inputs as they are.
@@ -103,14 +134,15 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, model: str = "lpips-alex", **kwargs: Any) -> Engine:
-        """Engine for a registry name, exporting the bundle first when missing and torch is here."""
+        """Engine for a registry name, exporting the bundle first when missing and torch is here
+        (never with ``offline=True`` or ``DPS_FAST_OFFLINE=1``): the same as ``Engine(model)``."""
         return cls(model, **kwargs)
 
     # -- sessions -------------------------------------------------------------------------
     def _key(self, role: str, u8: bool = False) -> str:
         """Graph role in the bundle: ``pair``, ``pair@fp16``, ``pair@uint8-nhwc`` …"""
-        suffix = "" if role == "head" else self._suffix  # heads always run in float32
-        return f"{role}{suffix}{'@uint8-nhwc' if u8 else ''}"
+        precision = "fp32" if role == "head" else self.precision  # heads always run in float32
+        return graph_role(role, precision, uint8=u8)
 
     def _session(self, role: str, u8: bool = False) -> tuple[Any, str]:
         key = self._key(role, u8)
@@ -121,13 +153,22 @@ class Engine:
             s = self._sessions.get(key)
             if s is None:
                 device = getattr(self, "device", self._requested_device)
-                # Convolutions run channels-last on CUDA: measured 1.1–1.5× (fp32, TF32) and
-                # 1.2–1.35× (fp16) over NCHW on an H200, every LPIPS net and size.
+                # Channels-last convolutions on CUDA; CPU trunk threads do not spin, since the
+                # NumPy head or decoding follows on the same cores (engine-defaults.md).
                 nhwc = role != "head"
-                # CPU trunk runs are followed by the NumPy head (or decoding) on the same
-                # cores: its threads must not spin then (measured 1.1–1.4× for the split path).
-                s = make_session(self.bundle.checked_graph_path(key), device, self.threads,
-                                 prefer_nhwc=nhwc, spin=role != "trunk")  # fmt: skip
+                path = self.bundle.checked_graph_path(key)
+                try:
+                    s = make_session(path, device, self.threads, prefer_nhwc=nhwc,
+                                     spin=role != "trunk")  # fmt: skip
+                except Exception as e:
+                    if not _is_graph_load_error(e):
+                        raise
+                    msg = " ".join(str(e).split())
+                    raise BundleError(
+                        f"bundle {self.bundle.path}: ONNX Runtime cannot load the {key!r} graph "
+                        f"{path.name} ({msg}); re-export it: dps-fast export "
+                        f"{self.bundle.model} --force"
+                    ) from None
                 self._sessions[key] = s
         return s
 
@@ -159,7 +200,7 @@ class Engine:
             "precision": self.precision,
             "bundle": str(self.bundle.path),
             "bundle_sha256": self.bundle.sha256,
-            "weights": m.get("weights"),
+            "weights": None if m.weights is None else dataclasses.asdict(m.weights),
             "min_size": list(self.bundle.min_size),
             "lower_is_better": self.lower_is_better,
         }
@@ -168,7 +209,7 @@ class Engine:
     def lower_is_better(self) -> bool:
         """Whether a smaller score means more alike (True for the deep distances; bundles
         without the manifest key ``lower_is_better`` are deep distances)."""
-        return bool(self.bundle.manifest.get("lower_is_better", True))
+        return self.bundle.manifest.lower_is_better
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -282,7 +323,7 @@ class Engine:
             for i in range(0, n, step):
                 j = min(n, i + step)
                 # a and b in two trunk runs: no copy of the inputs into one batch, and smaller
-                # activations (measured 1.0× at 256², 1.04–1.1× at 1024×768 over one run).
+                # activations (benchmarks/results/engine-defaults.md).
                 fa = self._run("trunk", {"image": ba[i:j]})
                 fb = self._run("trunk", {"image": bb[i:j]})
                 per_tap[i:j] = self._host_head(fa, fb)
@@ -574,9 +615,16 @@ class Engine:
         )
 
 
-def load(model: str | os.PathLike[str] = "lpips-alex", **kwargs: Any) -> Engine:
-    """``Engine(model, **kwargs)``: the shortest way in."""
-    return Engine(model, **kwargs)
+# ONNX Runtime's errors for a graph file it cannot take (corrupt protobuf, invalid graph,
+# external data outside the model's folder …), as opposed to provider or memory failures.
+_GRAPH_LOAD_ERRORS = frozenset(
+    {"InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail", "NotImplemented", "InvalidArgument"}
+)
 
 
-__all__ = ["Engine", "load"]
+def _is_graph_load_error(e: Exception) -> bool:
+    t = type(e)
+    return t.__module__.startswith("onnxruntime") and t.__name__ in _GRAPH_LOAD_ERRORS
+
+
+__all__ = ["Engine", "set_bundle_resolver"]

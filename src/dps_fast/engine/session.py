@@ -11,22 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..cuda import import_ort
 from ..errors import ProviderError
 
 log = logging.getLogger("dps_fast.engine")
 
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def import_ort() -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ProviderError(
-            "onnxruntime is not installed: pip install 'dps-fast[cpu]' (or 'dps-fast[gpu]' "
-            "for CUDA; never both)"
-        ) from None
-    return ort
 
 
 def available_providers() -> list[str]:
@@ -37,10 +27,8 @@ def session_options(threads: int | None, *, spin: bool = True) -> Any:
     """Options for every session; ``spin=False`` stops idle worker threads from spinning.
 
     Spinning suits back-to-back runs; a session followed by other work on the same cores (the
-    NumPy head, decoders) lends them those cores instead. The memory arena and memory patterns
-    stay on (ONNX Runtime's defaults): turning either off was 0–20 % slower on lpips-alex at
-    512×384 and 1024×768 (2-vCPU EPYC, 2026-12-02) and did not lower peak RSS consistently.
-    ORT_ENABLE_EXTENDED instead of ENABLE_ALL (no NCHWc layouts) was 1.5–2× slower.
+    NumPy head, decoders) lends them those cores instead. The memory arena, memory patterns and
+    ORT_ENABLE_ALL stay on because they measured faster (benchmarks/results/engine-defaults.md).
     """
     ort = import_ort()
     so = ort.SessionOptions()
@@ -64,8 +52,8 @@ def _cuda_options(prefer_nhwc: bool = False) -> dict[str, str]:
 
     HEURISTIC (default) costs nothing per new input shape; EXHAUSTIVE benchmarks every
     convolution for each new shape (slow first batches, sometimes faster steady state).
-    ``prefer_nhwc`` asks for channels-last convolutions (tensor-core friendly: measured 1.1–1.5×
-    on an H200); ``DPS_FAST_CUDA_PREFER_NHWC=0|1`` overrides the caller's choice.
+    ``prefer_nhwc`` asks for channels-last convolutions (tensor-core friendly; figures in
+    benchmarks/results/engine-defaults.md); ``DPS_FAST_CUDA_PREFER_NHWC=0|1`` overrides it.
     """
     algo = os.environ.get("DPS_FAST_CUDNN_ALGO_SEARCH", "HEURISTIC").upper()
     if algo not in CUDNN_ALGO_SEARCH:

@@ -40,7 +40,7 @@ def lower_is_better(engine: Engine) -> bool:
     v = getattr(engine, "lower_is_better", None)
     if isinstance(v, bool):
         return v
-    return bool(engine.bundle.manifest.get("lower_is_better", True))
+    return engine.bundle.manifest.lower_is_better
 
 
 def safe_name(name: str) -> str:
@@ -165,7 +165,7 @@ def score_dataset(
         "root": str(ds.root),
         "resize": resize,
         "items": len(ds.items),
-        "weights_meta": engine.bundle.manifest.get("weights_meta"),
+        "weights_meta": engine.info["weights"],
         "notes": ds.notes,
     }
     write_meta(path, meta)

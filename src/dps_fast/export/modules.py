@@ -1,7 +1,7 @@
 """PyTorch modules that become the bundle's graphs: tapped trunks, distance heads, pair graphs.
 
 These are also the PyTorch side of export validation, so they mirror the reference packages'
-numerics exactly (see DESIGN.md, "Numerics").
+numerics exactly (docs/numerics.md).
 """
 
 from __future__ import annotations

@@ -21,19 +21,12 @@ from ..samples import distortion_pairs
 
 log = logging.getLogger("dps_fast.export")
 
-INT8 = "@int8"
 # Operators the quantizer may touch: only the trunk has them (heads and input wrappers do not).
 QUANTIZED_OPS = ("Conv", "Relu", "MaxPool")
 CALIBRATION_PAIRS = 8
 CALIBRATION_SIZE = 224
 CALIBRATION_SEED = 2026
 CALIBRATION_BATCH = 2  # pairs per calibration run
-
-
-def int8_role(role: str) -> str:
-    """``trunk`` → ``trunk@int8``; ``pair@uint8-nhwc`` → ``pair@int8@uint8-nhwc``."""
-    base, sep, rest = role.partition("@")
-    return f"{base}{INT8}{sep}{rest}"
 
 
 def calibration_images(min_side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +94,8 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
-    with tempfile.TemporaryDirectory(prefix="dps-fast-quant-") as td:
+    # Beside dst: inside the export's own temporary folder, cleaned up with it.
+    with tempfile.TemporaryDirectory(prefix="dps-fast-quant-", dir=dst.parent) as td:
         pre = Path(td) / "pre.onnx"
         # Shapes and constant folding first (what the quantizer's docs ask for); no symbolic
         # shape inference: the graphs have dynamic batch and size.

@@ -12,7 +12,7 @@ import torch
 TRUNK_REL_TOL = 1e-5
 SCORE_ABS_TOL = 1e-5
 SCORE_REL_TOL = 1e-4
-FP16_REL_TOL = 1e-2  # float16 graphs vs the float32 PyTorch reference (Contracts)
+FP16_REL_TOL = 1e-2  # float16 graphs vs the float32 PyTorch reference (docs/numerics.md)
 # int8 (QDQ) graphs vs the float32 PyTorch reference. Scores: the measured error on random
 # and ImageNet-like trunks is ~1e-3–3e-2 relative; taps: one tensor's max |Δ| over its max, a
 # few quantization steps of the largest activations (the head averages these out).
@@ -61,7 +61,7 @@ def compare(
     int8: bool = False,
     float64: bool = False,
 ) -> OutputCheck:
-    """Max |Δ| and max |Δ| / max |ref|, and whether they meet the Contracts' tolerance.
+    """Max |Δ| and max |Δ| / max |ref|, and whether they meet docs/numerics.md's tolerance.
 
     ``float64``: ``ref`` is the float64 head on the same features (``HEAD_F64_REL_TOL``).
     """

@@ -30,6 +30,7 @@ __all__ = [
     "ResizeSpec",
     "apply_resize",
     "decode_image",
+    "max_pixels_limit",
     "parse_resize",
     "resize_image",
     "short_side_size",
@@ -71,7 +72,7 @@ Source = str | os.PathLike[str] | bytes | Image.Image
 # decoding
 
 
-def _max_pixels(max_pixels: int | None) -> int:
+def max_pixels_limit(max_pixels: int | None) -> int:
     """Effective pixel limit: the argument, else $DPS_FAST_MAX_PIXELS, else the default."""
     if max_pixels is not None:
         if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
@@ -398,7 +399,7 @@ def decode_image(
 
     Raises ImageDecodeError (a ValueError) naming the file and what to do.
     """
-    limit = _max_pixels(max_pixels)
+    limit = max_pixels_limit(max_pixels)
     target = _check_reduce_to(reduce_to)
     fp: IO[bytes] | None = None
     if isinstance(src, Image.Image):

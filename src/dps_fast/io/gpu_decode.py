@@ -2,7 +2,7 @@
 
 The folder pipeline reads file bytes in threads, asks :meth:`accepts` which files this decoder
 takes, decodes those in one batch call (:meth:`decode`), and packs images of one size into a
-uint8 (N, H, W, 3) :class:`~dps_fast.engine.cuda.DeviceBatch` (:meth:`stack`) that the engine
+uint8 (N, H, W, 3) :class:`~dps_fast.cuda.DeviceBatch` (:meth:`stack`) that the engine
 binds to the ``@uint8-nhwc`` graphs by pointer. Whatever this decoder refuses (PNG and other
 formats, JPEGs with an ICC profile or CMYK, over the pixel limit, or broken) goes to the CPU
 decoder in the same run, so results match the CPU path up to JPEG decoder rounding.
@@ -19,7 +19,7 @@ import os
 import threading
 from typing import Any, Protocol
 
-from .decode import _max_pixels
+from .decode import max_pixels_limit
 
 log = logging.getLogger("dps_fast.io")
 
@@ -88,12 +88,12 @@ class GpuJpegDecoder:
     """
 
     def __init__(self, device_id: int = 0, max_pixels: int | None = None) -> None:
-        from ..engine.cuda import runtime
+        from ..cuda import runtime
 
         n = import_nvimgcodec()
         self._n = n
         self.device_id = device_id
-        self.max_pixels = _max_pixels(max_pixels)
+        self.max_pixels = max_pixels_limit(max_pixels)
         self._rt = runtime()
         self._lock = threading.RLock()
         self._free: list[Any] = []  # decoded images whose buffers may be reused
@@ -179,7 +179,7 @@ class GpuJpegDecoder:
             return self._stack(images)
 
     def _stack(self, images: list[Any]) -> Any:
-        from ..engine.cuda import DeviceBatch
+        from ..cuda import DeviceBatch
 
         h, w = int(images[0].shape[0]), int(images[0].shape[1])
         shape = (len(images), h, w, 3)
