@@ -185,74 +185,130 @@ def _run_scoring(
     spatial_npy: bool = False,
 ) -> int:
     from .errors import DpsFastError
-    from .io.results import ResultWriter, drop_rows_to_redo, read_done_keys, write_meta
+    from .io.results import results_format
+    from .io.resume import ResultsFile
     from .pipeline import PairScorer
 
     if resume and out is None:
         _fail("--resume needs --out FILE (the file to resume)")
     try:
+        if out is not None:
+            results_format(out)
         scorer = PairScorer(
             engine, resize=resize, per_layer=per_layer, spatial_dir=spatial_dir, workers=workers,
             decode=decode, vmax=_parse_vmax(vmax), heatmap_style=heatmap, spatial_npy=spatial_npy,
         )  # fmt: skip
     except ValueError as e:
         _fail(str(e))
-    with_id = any(p.id is not None for p in pairs)
-    done: set[tuple[str, str]] = set()
-    if resume and out is not None and out.exists():
+    columns = scorer.columns(with_id=any(p.id is not None for p in pairs))
+    prov = _provenance(engine, options)
+    prov["decode"] = scorer.decode_mode
+    prov["decode_reason"] = scorer.decode_reason
+    results: ResultsFile | None = None
+    todo = pairs
+    if out is not None:
+        results = ResultsFile(out, columns, pairs, prov, resume=resume)
         try:
-            done = read_done_keys(out)
-        except ValueError as e:
-            msg = " ".join(str(e).split())
-            _fail(msg if msg.startswith("cannot resume") else f"cannot resume from {out}: {msg}")
-        try:
-            drop_rows_to_redo(out, scorer.columns(with_id=with_id))
-        except OSError as e:
-            _fail(f"cannot resume from {out}: {e.strerror or e}")
-    todo = [p for p in pairs if (p.a, p.b) not in done]
-    scorer.stats.skipped = len(pairs) - len(todo)
+            results.__enter__()
+        except (DpsFastError, OSError, ValueError) as e:
+            _fail(" ".join(str(e).split()))
+        todo = results.plan.todo
+        notes = [*results.plan.notes, *notes]
+        scorer.stats.skipped = results.plan.skipped
     try:
-        writer = ResultWriter(out, scorer.columns(with_id=with_id), resume=resume)
+        return _write_rows(scorer, todo, out, resume, columns, results, prov, notes)
+    finally:
+        if results is not None:
+            results.__exit__(None, None, None)
+
+
+def _write_rows(
+    scorer: Any,
+    todo: list[Any],
+    out: Path | None,
+    resume: bool,
+    columns: list[str],
+    results: Any,
+    prov: dict[str, Any],
+    notes: list[str],
+) -> int:
+    """Score ``todo`` into the writer; write failures (full disk, closed pipe) exit 2."""
+    from .errors import DpsFastError
+    from .io.results import ResultWriter
+
+    try:
+        writer = ResultWriter(out, columns, resume=resume)
     except (OSError, ValueError) as e:
         _fail(str(e))
     for n in notes:
         _err(n)
     progress = _Progress(len(todo))
     t0 = time.perf_counter()
-    with writer:
-        try:
-            for i, rec in enumerate(scorer.run(todo), 1):
+    rows = scorer.run(todo)
+    try:
+        with writer:
+            for i, rec in enumerate(rows, 1):
                 writer.write(rec)
                 progress.update(i)
-        except DpsFastError as e:  # e.g. a graph of the bundle that fails its check on first use
-            progress.close()
-            _fail(" ".join(str(e).split()))
+    except DpsFastError as e:  # e.g. a graph of the bundle that fails its check on first use
+        progress.close()
+        _fail(" ".join(str(e).split()))
+    except OSError as e:
+        if out is None and isinstance(e.__cause__ or e, BrokenPipeError):
+            _quiet_stdout()
+            _fail("the output pipe was closed before every row was written")
+        _fail(f"{e}; the rows written so far are kept — free some space and rerun with --resume"
+              if out is not None else str(e))  # fmt: skip
+    finally:
+        rows.close()
     progress.close()
     elapsed = time.perf_counter() - t0
-    summary = scorer.stats.summary()
-    summary["pairs_per_s"] = scorer.stats.scored / elapsed if elapsed > 0 else 0.0
-    summary["seconds"] = elapsed
-    prov = _provenance(engine, options)
-    prov["decode"] = scorer.decode_mode
-    prov["decode_reason"] = scorer.decode_reason
+    run = scorer.stats.summary()
+    run["pairs_per_s"] = scorer.stats.scored / elapsed if elapsed > 0 else 0.0
+    run["seconds"] = elapsed
     if scorer.heatmaps is not None:
         hm = scorer.heatmaps
         prov["heatmaps"] = {"dir": str(hm.folder), "vmax": hm.vmax, "auto": hm.auto,
                             "style": hm.style, "npy": hm.npy}  # fmt: skip
-    _print_summary(summary, prov)
-    if out is not None:
-        write_meta(out, {**prov, "summary": summary})
+    whole = None
+    if results is not None:
+        results.provenance.update(prov)
+        try:
+            whole = results.finish(run)["summary"]
+        except OSError as e:
+            _fail(f"{e}; every row is in {out}, rerun with --resume to write the meta again")
+    _print_summary(run, prov, whole, out)
     return 1 if scorer.stats.failed else 0
 
 
-def _print_summary(summary: dict[str, Any], prov: dict[str, Any]) -> None:
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the exit flush does not fail again."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _print_summary(
+    summary: dict[str, Any],
+    prov: dict[str, Any],
+    whole: dict[str, Any] | None = None,
+    out: Path | None = None,
+) -> None:
+    """This run's counts; the statistics describe the whole results file after a resume."""
     parts = [f"scored {summary['scored']}", f"failed {summary['failed']}"]
     if "skipped (resume)" in summary:
         parts.append(f"skipped {summary['skipped (resume)']} (already in --out)")
     _err("summary: " + ", ".join(parts))
-    if "mean" in summary:
+    stats_of = summary
+    if whole is not None and "skipped (resume)" in summary:
+        _err(f"  {out}: {whole['rows']} rows, {whole['scored']} scored, {whole['failed']} failed")
+        stats_of = whole
+    if "mean" in stats_of:
         stats = ("mean", "std", "median", "min", "max")
-        _err("  " + "  ".join(f"{k} {summary[k]:.6g}" for k in stats))
+        _err("  " + "  ".join(f"{k} {stats_of[k]:.6g}" for k in stats))
     _err(
         f"  model {prov['model']}, device {prov['device']}, precision {prov['precision']}, "
         f"decode {prov['decode']}, {summary['pairs_per_s']:.1f} pairs/s"
@@ -358,6 +414,14 @@ def score(
     raise typer.Exit(code)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links followed); False when either is missing."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
 @app.command("score-pairs")
 def score_pairs_cmd(
     pairs_csv: Path = typer.Argument(
@@ -401,6 +465,8 @@ def score_pairs_cmd(
     from .io.decode import parse_resize
     from .io.pairing import PairingError, read_pairs_manifest
 
+    if out is not None and _same_file(out, pairs_csv):
+        _fail(f"--out {out} is the manifest being read; write the results to another file")
     try:
         parse_resize(resize)
         pairs = read_pairs_manifest(pairs_csv, columns)

@@ -25,8 +25,10 @@ from .errors import ProviderError
 from .io.decode import (
     ImageDecodeError,
     ResizeSpec,
+    check_pixels,
     decode_image,
     parse_resize,
+    read_size,
     resize_image,
     short_side_size,
 )
@@ -116,7 +118,10 @@ class _Loader:
             hint = (self.resize.n, self.resize.n)
         img = decode_image(path, reduce_to=hint)
         if self.resize.mode == "short-side" and self.resize.n is not None:
-            img = resize_image(img, short_side_size(img.shape[0], img.shape[1], self.resize.n))
+            size = short_side_size(img.shape[0], img.shape[1], self.resize.n)
+            # The resized image passes the same pixel limit as a decoded one (bomb guard).
+            check_pixels(*size, f"{path} resized to {self.resize}")
+            img = resize_image(img, size)
         return img
 
     def pair_arrays(
@@ -217,6 +222,12 @@ class PairScorer:
         if workers is not None and workers < 1:
             raise ValueError(f"expected workers ≥ 1, got {workers}")
         self.workers = workers or default_workers()
+        if self.resize.mode == "short-side" and self.resize.n is not None:
+            n = self.resize.n  # every image resized so has at least n×n pixels
+            try:
+                check_pixels(n, n, f"resize {self.resize}")
+            except ImageDecodeError as e:
+                raise ValueError(f"{e}; or use a smaller N") from None
         self.loader = _Loader(self.resize, engine.bundle.min_size)
         # Seconds per stage (GPU decoding path); stages in other threads overlap the scoring.
         self.timings: dict[str, float] = {}
@@ -381,6 +392,14 @@ class PairScorer:
         if not it.error and it.per_tap is not None:
             pt = np.asarray(it.per_tap, np.float32)
             score = float(self.engine.reduce(pt[None])[0])
+            if not (np.isfinite(score) and np.isfinite(pt).all()):
+                # NaN or Inf from the model (e.g. NaN in its weights): an error, not a score
+                it.error = (
+                    f"the model gave a non-finite score ({score}) — check the bundle and its "
+                    "weights (re-export the model)"
+                )
+                it.per_tap = None
+                return self._record(it)
             rec["score"] = score
             self.stats.scored += 1
             self.stats.scores.append(score)
@@ -503,15 +522,17 @@ class PairScorer:
                     yield rec
 
     def _first_hw(self, items: list[_Item]) -> tuple[int, int] | None:
-        """(H, W) the first readable image will have after resizing (read from its header)."""
-        from PIL import Image
+        """(H, W) the first readable image will have after resizing (read from its header).
 
+        The probe applies the decode path's checks (regular file, opened without blocking,
+        pixel limit), so a FIFO or a bomb header among the first pairs fails its own row later
+        instead of hanging or ending the run here.
+        """
         for it in items[:8]:
             if it.error or it.pair.a_path is None:
                 continue
             try:
-                with Image.open(it.pair.a_path) as im:
-                    w, h = im.size
+                h, w = read_size(it.pair.a_path)
             except (OSError, ValueError):
                 continue
             if self.resize.mode == "short-side" and self.resize.n is not None:

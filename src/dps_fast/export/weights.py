@@ -7,6 +7,7 @@ in one error, never papered over with random weights (the trap of ``lpips.LPIPS`
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,6 +62,12 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     p = Path(path)
     if not p.is_file():
         raise WeightsError(f"weights file not found: {p} (expected a .pth or .safetensors file)")
+    expected = (
+        "Expected a state dict saved with torch.save(model.state_dict(), PATH) "
+        "or safetensors' save_file."
+    )
+    if p.stat().st_size == 0:
+        raise WeightsError(f"weights file {p} is empty (0 bytes). {expected}")
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -68,11 +75,16 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             obj: object = load_file(str(p), device="cpu")
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for bad pickles
+    except pickle.UnpicklingError:
+        # torch's own text advises weights_only=False, i.e. running the file's code: never.
         raise WeightsError(
-            f"cannot read weights file {p}: {type(e).__name__}: {str(e).splitlines()[0][:300]}. "
-            "Expected a state dict saved with torch.save(model.state_dict(), PATH) "
-            "or safetensors' save_file."
+            f"refused to load weights file {p}: it holds Python objects other than tensors "
+            "(a pickle that could run code when loaded), so it is not read. Re-save the "
+            "weights as a plain state dict of tensors, or as safetensors. " + expected
+        ) from None
+    except Exception as e:  # torch raises many types for bad files
+        raise WeightsError(
+            f"cannot read weights file {p}: {type(e).__name__}: {_first_sentence(e)}. {expected}"
         ) from None
     if not isinstance(obj, Mapping) or not obj:
         raise WeightsError(
@@ -91,7 +103,25 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             f"{p} is not a state dict: entries that are not tensors: {bad[:5]}"
             f"{' …' if len(bad) > 5 else ''}"
         )
+    bad_values = [
+        k for k, v in obj.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad_values:
+        raise WeightsError(
+            f"the weights contain NaN or infinite values ({p}: {len(bad_values)} tensor(s): "
+            f"{', '.join(bad_values[:5])}{' …' if len(bad_values) > 5 else ''}); "
+            "use a trained, finite state dict"
+        )
     return {k: v for k, v in obj.items()}
+
+
+def _first_sentence(e: BaseException) -> str:
+    """The first line of an exception's text, cut at 200 characters (at a word)."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else "(no message)"
+    if len(text) > 200:
+        text = text[:200].rsplit(" ", 1)[0] + " …"
+    return text
 
 
 def trunk_keys(backbone: nn.Module, trunk: nn.Module) -> set[str]:

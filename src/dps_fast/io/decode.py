@@ -29,9 +29,11 @@ __all__ = [
     "ImageDecodeError",
     "ResizeSpec",
     "apply_resize",
+    "check_pixels",
     "decode_image",
     "max_pixels_limit",
     "parse_resize",
+    "read_size",
     "resize_image",
     "short_side_size",
 ]
@@ -433,6 +435,35 @@ def decode_image(
             if im is not src:
                 im.close()
             fp.close()
+
+
+def check_pixels(h: int, w: int, what: str, max_pixels: int | None = None) -> None:
+    """Raise ImageDecodeError when an h×w image is over the pixel limit (bomb guard).
+
+    Used for sizes that do not come from a file header, e.g. the size ``--resize`` asks for,
+    so that a resize cannot allocate what decoding would have refused.
+    """
+    limit = _max_pixels(max_pixels)
+    if h * w > limit:
+        raise ImageDecodeError(_bomb_message(what, f"{h}×{w} = {h * w:,} pixels (H×W)", limit))
+
+
+def read_size(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> tuple[int, int]:
+    """(H, W) of an image file from its header, with the checks :func:`decode_image` applies.
+
+    Non-regular files (FIFOs, devices, folders) and headers over the pixel limit raise
+    ImageDecodeError without reading pixel data or blocking. The EXIF orientation is not
+    applied (callers use it as a size estimate).
+    """
+    limit = _max_pixels(max_pixels)
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise TypeError(f"read_size: expected a str path, got bytes path {name!r}")
+    with _open_path(name) as fp, _open_image(fp, name, limit) as im:
+        w, h = im.size
+    if w * h > limit:
+        raise ImageDecodeError(_bomb_message(name, f"{w}×{h} = {w * h:,} pixels", limit))
+    return h, w
 
 
 def _decode_opened(

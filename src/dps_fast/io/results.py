@@ -3,6 +3,16 @@
 Rows hold the columns ``a, b, score, error``, then ``tap_<name>`` per layer when asked, then
 ``id`` when the manifest has one. Floats are written with 9 significant digits (enough to
 round-trip float32). Provenance goes to ``FILE.meta.json``, never into the rows file.
+
+Text cells, written so that they are safe and read back exactly:
+
+- CSV: a cell with a comma, a quote, a line feed or a carriage return is quoted. A text cell
+  that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (after any
+  apostrophes) gets one leading apostrophe, so a spreadsheet shows it as text instead of
+  running it as a formula; :func:`csv_unescape` removes it (resume does).
+- File names that are not valid UTF-8 hold lone surrogates (Python's ``surrogateescape``).
+  JSONL writes them as ``\\udcXX`` escapes (the file stays valid UTF-8 and ``json.loads``
+  gives back the same str); CSV writes the original bytes, as the file system has them.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import io as _io
 import json
 import math
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +36,9 @@ import numpy as np
 __all__ = [
     "BASE_COLUMNS",
     "ResultWriter",
+    "csv_escape",
+    "csv_line",
+    "csv_unescape",
     "format_float",
     "meta_path",
     "read_done_keys",
@@ -79,6 +93,43 @@ def results_format(path: Path, fmt: str | None = None) -> str:
     return _SUFFIXES[suffix]
 
 
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_ESCAPED_FORMULA = re.compile(r"'+[=+\-@\t\r]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NEEDS_QUOTES = re.compile('[",\r\n]')
+
+
+def csv_escape(text: str) -> str:
+    """A text cell made safe for spreadsheets: a leading apostrophe before ``= + - @``, tab or
+    CR (after any apostrophes, so :func:`csv_unescape` is exact)."""
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def csv_unescape(text: str) -> str:
+    """Undo :func:`csv_escape`."""
+    return text[1:] if _ESCAPED_FORMULA.match(text) else text
+
+
+def csv_line(cells: Sequence[str]) -> str:
+    """One CSV line ("\\n"-terminated): cells with a comma, quote, LF or CR are quoted.
+
+    Written by hand because the csv module leaves a lone CR unquoted when the line terminator
+    is "\\n", and readers then split the row.
+    """
+    out = []
+    for cell in cells:
+        if _NEEDS_QUOTES.search(cell):
+            cell = '"' + cell.replace('"', '""') + '"'
+        out.append(cell)
+    return ",".join(out) + "\n"
+
+
+def _json_line(obj: Mapping[str, Any]) -> str:
+    """One JSONL line, valid UTF-8: lone surrogates become ``\\udcXX`` escapes."""
+    line = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line) + "\n"
+
+
 def _plain(value: Any) -> Any:
     """NumPy scalars to Python scalars."""
     return value.item() if isinstance(value, np.generic) else value
@@ -95,7 +146,7 @@ def _csv_cell(column: str, value: Any) -> str:
     if column == "error":
         # One line per row keeps the partial-last-line repair of resume simple and safe.
         text = " ".join(text.splitlines())
-    return text
+    return csv_escape(text)
 
 
 def _json_value(column: str, value: Any) -> Any:
@@ -173,11 +224,9 @@ class ResultWriter:
             write_header = True
         else:
             self._file, write_header = self._open_file(self.path, resume)
-        self._csv = csv.writer(self._file, lineterminator="\n") if self.format == "csv" else None
         self.closed = False
-        if self._csv is not None and write_header:
-            header = self._csv
-            self._guard(lambda: header.writerow(self.columns))
+        if self.format == "csv" and write_header:
+            self._guard(lambda: self._put(csv_line(self.columns)))
             self._guard(self._file.flush)
 
     def _open_file(self, path: Path, resume: bool) -> tuple[TextIO, bool]:
@@ -225,15 +274,25 @@ class ResultWriter:
         with self._lock:
             if self.closed:
                 raise ValueError("ResultWriter: write after close")
-            if self._csv is not None:
-                row = [_csv_cell(c, record.get(c)) for c in self.columns]
-                writer = self._csv
-                self._guard(lambda: writer.writerow(row))
+            if self.format == "csv":
+                line = csv_line([_csv_cell(c, record.get(c)) for c in self.columns])
             else:
-                obj = {c: _json_value(c, record.get(c)) for c in self.columns}
-                line = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
-                self._guard(lambda: self._file.write(line))
+                line = _json_line({c: _json_value(c, record.get(c)) for c in self.columns})
+            self._guard(lambda: self._put(line))
             self._guard(self._file.flush)
+
+    def _put(self, text: str) -> None:
+        """Write text; on a stream that cannot encode a file name's raw bytes (a strict UTF-8
+        stdout), write those bytes as they are through its binary buffer."""
+        try:
+            self._file.write(text)
+        except UnicodeEncodeError:
+            buffer = getattr(self._file, "buffer", None)
+            if buffer is None:
+                raise
+            encoding = getattr(self._file, "encoding", None) or _ENCODING
+            self._file.flush()
+            buffer.write(text.encode(encoding, _ERRORS))
 
     def close(self) -> None:
         """Flush, and close the file if this writer opened it (a given stream stays open)."""
@@ -303,7 +362,7 @@ def read_done_keys(path: Path, fmt: str | None = None) -> set[tuple[str, str]]:
                 )
             for row in reader:
                 if not (row.get("error") or "") and (row.get("score") or ""):
-                    done.add((row["a"], row["b"]))
+                    done.add((csv_unescape(row["a"] or ""), csv_unescape(row["b"] or "")))
             return done
         for number, line in enumerate(lines, start=1):
             if not line.strip():
