@@ -3,6 +3,13 @@
 The engine needs only onnxruntime and NumPy; exporting bundles needs the ``[export]`` extra.
 """
 
+import os as _os
+
+# ONNX Runtime's telemetry is turned off (README, "What dps-fast guarantees"): the variable must
+# be set before onnxruntime is imported, which opens a telemetry database under ~/.cache
+# otherwise; import_ort() also calls its API switch. ORT_DISABLE_TELEMETRY=0 keeps it on.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from ._version import __version__
 from .bundle import Bundle, read_bundle
 from .cache import cache_root

@@ -137,7 +137,9 @@ class _Progress:
 
 
 def _provenance(engine: Engine, options: dict[str, Any]) -> dict[str, Any]:
-    import onnxruntime
+    from .cuda import import_ort
+
+    onnxruntime = import_ort()
 
     info = engine.info
     return {
@@ -239,7 +241,7 @@ def _write_rows(
     try:
         writer = ResultWriter(out, columns, resume=resume)
     except (OSError, ValueError) as e:
-        _fail(str(e))
+        _fail_write(e, out)
     for n in notes:
         _err(n)
     progress = _Progress(len(todo))
@@ -254,11 +256,7 @@ def _write_rows(
         progress.close()
         _fail(" ".join(str(e).split()))
     except OSError as e:
-        if out is None and isinstance(e.__cause__ or e, BrokenPipeError):
-            _quiet_stdout()
-            _fail("the output pipe was closed before every row was written")
-        _fail(f"{e}; the rows written so far are kept — free some space and rerun with --resume"
-              if out is not None else str(e))  # fmt: skip
+        _fail_write(e, out)
     finally:
         rows.close()
     progress.close()
@@ -279,6 +277,16 @@ def _write_rows(
             _fail(f"{e}; every row is in {out}, rerun with --resume to write the meta again")
     _print_summary(run, prov, whole, out)
     return 1 if scorer.stats.failed else 0
+
+
+def _fail_write(e: Exception, out: Path | None) -> NoReturn:
+    """Exit 2 for a failed write: a closed pipe quietly, a file with how to go on."""
+    if out is None and isinstance(e.__cause__ or e, BrokenPipeError):
+        _quiet_stdout()
+        _fail("the output pipe was closed before every row was written")
+    if out is not None and isinstance(e, OSError):
+        _fail(f"{e}; the rows written so far are kept — free some space and rerun with --resume")
+    _fail(str(e))
 
 
 def _quiet_stdout() -> None:

@@ -35,6 +35,8 @@ def import_ort() -> Any:
             "onnxruntime is not installed: pip install 'dps-fast[cpu]' (or 'dps-fast[gpu]' "
             "for CUDA; never both)"
         ) from None
+    if os.environ.get("ORT_DISABLE_TELEMETRY", "1") != "0":
+        ort.disable_telemetry_events()  # the API switch (dps_fast/__init__ sets the variable)
     return ort
 
 

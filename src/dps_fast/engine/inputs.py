@@ -74,6 +74,23 @@ def as_float(batch: np.ndarray) -> np.ndarray:
     return nhwc_to_float(batch) if batch.dtype == np.uint8 else batch
 
 
+def check_value_range(value_range: Any) -> tuple[float, float]:
+    """``value_range`` as two finite floats (low, high) with low < high; else InputError."""
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"expected value_range as two numbers (low, high), e.g. (0, 1) or (-1, 1), got "
+            f"{value_range!r}"
+        ) from None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or not hi > lo:
+        raise InputError(
+            f"expected value_range (low, high) finite with low < high, e.g. (0, 1) or (-1, 1), "
+            f"got {tuple(value_range)!r}"
+        )
+    return lo, hi
+
+
 def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[None, None]
@@ -90,9 +107,7 @@ def _from_float(arr: np.ndarray, value_range: tuple[float, float]) -> np.ndarray
         )
     arr = _channels_fix(arr, 1, "a float (N, C, H, W) array")
     arr = np.asarray(arr, dtype=np.float32)
-    lo, hi = float(value_range[0]), float(value_range[1])
-    if not hi > lo:
-        raise InputError(f"expected value_range (low, high) with low < high, got {value_range}")
+    lo, hi = check_value_range(value_range)
     if arr.size:
         # min and max also reveal NaN/Inf: one pass each instead of a separate isfinite pass.
         mn, mx = float(arr.min()), float(arr.max())
@@ -133,6 +148,7 @@ def to_batch(
     With ``keep_uint8``, inputs that are 8-bit anyway (uint8 arrays, PIL images, files) stay
     uint8 (N, H, W, 3) for the engine's ``@uint8-nhwc`` graphs.
     """
+    check_value_range(value_range)
     x = untrack(x)
     if _is_single_item(x):
         u8 = _uint8_nhwc(_decode(x))

@@ -16,7 +16,7 @@ import stat
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -429,7 +429,7 @@ def decode_image(
         )
     try:
         # A caller's PIL image is not drafted: that would change the object it still holds.
-        return _decode_opened(im, name, limit, None if fp is None else target)
+        return _decode_opened(im, name, limit, None if fp is None else target, fp)
     finally:
         if fp is not None:
             if im is not src:
@@ -467,7 +467,11 @@ def read_size(path: str | os.PathLike[str], *, max_pixels: int | None = None) ->
 
 
 def _decode_opened(
-    im: Image.Image, name: str, limit: int, target: tuple[int, int] | None
+    im: Image.Image,
+    name: str,
+    limit: int,
+    target: tuple[int, int] | None,
+    fp: IO[bytes] | None = None,
 ) -> np.ndarray:
     """Size check, decode and colour normalisation of an opened (lazy) image."""
     w, h = im.size
@@ -475,16 +479,126 @@ def _decode_opened(
         raise ImageDecodeError(_bomb_message(name, f"{w}×{h} = {w * h:,} pixels", limit))
     if w < 1 or h < 1:
         raise ImageDecodeError(f"{name} has no pixels ({w}×{h}) — re-create or remove it")
+    # Before _orientation: reading a PNG's EXIF decodes it.
+    png = fp is not None and im.format == "PNG"
+    marker = _mark_unwritten(im) if png and not im.info.get("interlace") else None
     orientation = _orientation(im)
     if target is not None:
         _draft_jpeg(im, target, orientation)
     _load(im, name, limit)
+    if png and fp is not None and (marker is None or _last_pixel(im) == marker):
+        _check_png_data(fp, name)
     icc = im.info.get("icc_profile")
     icc_bytes = icc if isinstance(icc, bytes) else None
     rgb = _to_rgb(im, icc_bytes, name)
     if orientation != 1:
         rgb = _transpose(rgb, orientation)
     return _as_array(rgb)
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)  # fmt: skip  (x0, y0, dx, dy) of the 7 interlace passes
+
+
+def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interlace: int) -> int:
+    """Bytes of filtered scanlines a PNG's pixel data must inflate to."""
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+    if not interlace:
+        return height * (1 + (width * bits + 7) // 8)
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        cols, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if cols > 0 and rows > 0:
+            total += rows * (1 + (cols * bits + 7) // 8)
+    return total
+
+
+_MARK = (165, 23, 201, 77)  # an unlikely colour for pixels the decoder never writes
+
+
+def _mark_unwritten(im: Image.Image) -> Any:
+    """Give a lazy PNG its pixel memory filled with a marker colour before it decodes, and
+    return the marker as a pixel value (None when that is not possible).
+
+    Pillow decodes into existing memory and leaves the rows of a short pixel stream as they
+    were; if the last pixel still holds the marker afterwards, :func:`_check_png_data` decides
+    (exactly, at the cost of inflating the data again). Complete images skip that cost.
+    """
+    if not getattr(im, "tile", None):
+        return None  # already decoded
+    try:
+        bands = len(im.getbands())
+        filled = Image.new(im.mode, im.size, _MARK[:bands] if bands > 1 else _MARK[0])
+        im.im = filled.im
+        return filled.getpixel((im.size[0] - 1, im.size[1] - 1))
+    except Exception:
+        # a mode Image.new cannot fill: the exact check runs instead
+        return None
+
+
+def _last_pixel(im: Image.Image) -> Any:
+    """The bottom-right pixel, the last one a non-interlaced decode writes."""
+    try:
+        return im.getpixel((im.size[0] - 1, im.size[1] - 1))
+    except Exception:
+        # unreadable here: force the exact check
+        return None
+
+
+def _check_png_data(fp: IO[bytes], name: str) -> None:
+    """Raise ImageDecodeError when a PNG's pixel data (IDAT) holds fewer rows than its header
+    says: Pillow fills the missing rows with black and reports nothing.
+
+    Reads the chunks again and inflates the IDAT stream only to count its length (in 1 MiB
+    pieces, so memory stays small).
+    """
+    import struct
+    import zlib
+
+    try:
+        fp.seek(8)
+        length, kind = struct.unpack(">I4s", fp.read(8))
+        if kind != b"IHDR":
+            return
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", fp.read(13))
+        fp.seek(4, os.SEEK_CUR)  # CRC
+        expected = _png_expected_bytes(width, height, depth, colour, interlace)
+        inflater = zlib.decompressobj()
+        got = 0
+        seen_idat = False
+        while got < expected:
+            head = fp.read(8)
+            if len(head) < 8:
+                break
+            length, kind = struct.unpack(">I4s", head)
+            if kind != b"IDAT":
+                if seen_idat:
+                    break  # the pixel data is one run of IDAT chunks
+                fp.seek(length + 4, os.SEEK_CUR)
+                continue
+            seen_idat = True
+            data = fp.read(length)
+            fp.seek(4, os.SEEK_CUR)
+            while data and got < expected:
+                got += len(inflater.decompress(data, 1 << 20))
+                data = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    except (OSError, struct.error, zlib.error):
+        return  # Pillow read it; a file we cannot parse here is left to Pillow's verdict
+    if got < expected:
+        raise ImageDecodeError(
+            f"{name} is truncated: its pixel data stops early ({got:,} of {expected:,} bytes; "
+            "the missing rows would be black) — re-create or remove the file"
+        )
 
 
 def _transpose(im: Image.Image, orientation: int) -> Image.Image:

@@ -221,7 +221,8 @@ def read_pairs_manifest(
     base = path.parent
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
+            # strict: an unterminated quote is an error, not one cell holding the rest of the file
+            reader = csv.reader(f, strict=True)
             header = next(reader, None)
             if header is None or not any(cell.strip() for cell in header):
                 raise PairingError(
@@ -229,6 +230,14 @@ def read_pairs_manifest(
                     f"(and optionally id), e.g. '{col_a},{col_b}'"
                 )
             found = [cell.strip() for cell in header]
+            used = (col_a, col_b, "id")
+            twice = sorted({c for c in found if c in used and found.count(c) > 1})
+            if twice:
+                raise PairingError(
+                    f"manifest {path} names column {' and '.join(repr(c) for c in twice)} more "
+                    f"than once (columns found: {', '.join(repr(c) for c in found)}); "
+                    "rename or remove the extra column"
+                )
             missing = [c for c in (col_a, col_b) if c not in found]
             if missing:
                 raise PairingError(
@@ -258,7 +267,10 @@ def read_pairs_manifest(
             f"manifest {path} is not UTF-8 text ({e.reason}); save it as UTF-8"
         ) from None
     except csv.Error as e:
-        raise PairingError(f"manifest {path} is not valid CSV: {e}") from None
+        raise PairingError(
+            f"manifest {path} is not valid CSV (line {reader.line_num}: {e}); check its quotes — "
+            'a cell that starts with " must end with " (write a quote inside it as "")'
+        ) from None
     except OSError as e:
         raise PairingError(f"cannot read manifest {path}: {e.strerror or e}") from None
     if not pairs:
