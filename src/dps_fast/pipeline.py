@@ -213,6 +213,8 @@ class PairScorer:
                 f"--spatial-dir needs an LPIPS-family model; {engine.bundle.model} has no "
                 "spatial map"
             )
+        if self.spatial_dir is not None:
+            _check_writable_dir(self.spatial_dir)
         # Maps of one run share one scale (``vmax``, or chosen from the first maps).
         self.heatmaps = (
             None
@@ -593,6 +595,21 @@ class PairScorer:
         from .io.results import result_columns
 
         return result_columns(self.taps if self.per_layer else (), with_id=with_id)
+
+
+def _check_writable_dir(folder: Path) -> None:
+    """Create ``folder`` and write a probe file there, so an unwritable heatmap folder stops
+    the run before scoring (ValueError saying what to do) instead of failing every pair."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".dps-fast-write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(
+            f"cannot write heatmaps to --spatial-dir {folder}: {e.strerror or e}; choose a "
+            "folder you can write to"
+        ) from None
 
 
 def _result(f: Future[np.ndarray], side: str) -> np.ndarray:

@@ -130,3 +130,21 @@ def test_short_png_pixel_data_fails_its_row(tmp_path) -> None:
     whole.write_bytes(short_idat_png(arr, 64))
     np.testing.assert_array_equal(decode_image(whole), arr)
     assert decode_image(image(tmp_path / "i.png", 2)).shape == (SIZE, SIZE, 3)
+
+
+def test_unwritable_spatial_dir_stops_before_scoring(tmp_path, alex) -> None:
+    """Item 15: every pair used to fail ("scoring failed"), exit 1 instead of 2."""
+    a, b = pair_folders(tmp_path, ["p.png"])
+    (tmp_path / "plain").write_text("a file\n")
+    res = cli("score", a, b, "--model", alex, "--spatial-dir", tmp_path / "plain" / "h", code=2)
+    assert "cannot write heatmaps" in res.stderr and res.stdout == ""
+
+
+def test_heatmap_names_do_not_collide(tmp_path, alex) -> None:
+    """Item 15: a:b, a?b and a_b (and sub/x, sub__x) were written to one file each."""
+    names = ["a:b.png", "a?b.png", "a_b.png", "sub/x.png", "sub__x.png"]
+    a, b = pair_folders(tmp_path, names)
+    heat = tmp_path / "heat"
+    cli("score", a, b, "--model", alex, "--spatial-dir", heat, "--match", "relpath")
+    assert len(list(heat.glob("*.png"))) == len(names)
+    assert (heat / "a_b.png").is_file() and (heat / "sub__x.png").is_file()

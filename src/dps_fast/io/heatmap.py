@@ -271,6 +271,18 @@ class HeatmapWriter:
         self.auto = vmax is None
         self.style = style
         self.npy = npy
+        self._owners: dict[str, tuple[str, str]] = {}
+
+    def name(self, a: str, b: str) -> str:
+        """The pair's file name, unique in this run: pairs whose names flatten to one file
+        (``a:b``, ``a?b``, ``a_b``; ``sub/x``, ``sub__x``) get a short hash after the first."""
+        name = heatmap_name(a, b)
+        owner = self._owners.setdefault(name, (a, b))
+        if owner != (a, b):
+            key = f"{a}\0{b}".encode("utf-8", "surrogateescape")
+            name = f"{name[:-4]}-{hashlib.sha1(key).hexdigest()[:10]}.png"
+            self._owners.setdefault(name, (a, b))
+        return name
 
     def write(
         self,
@@ -288,7 +300,7 @@ class HeatmapWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for i, (m, (na, nb)) in enumerate(zip(maps, names, strict=True)):
-            path = self.folder / heatmap_name(na, nb)
+            path = self.folder / self.name(na, nb)
             title = ""
             if scores is not None:
                 title = f"{na} vs {nb}: distance {scores[i]:.4g}"
