@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io as _io
 import json
 import math
 import os
@@ -416,3 +417,52 @@ def write_meta(results_path: Path, meta: dict[str, Any]) -> Path:
             tmp.unlink()
         raise OSError(f"cannot write {target}: {e.strerror or e}") from e
     return target
+
+
+def drop_rows_to_redo(out: Path, columns: list[str]) -> None:
+    """Before a resume appends, remove the rows it will write again (rows with an error, and
+    repeats of an (a, b) key), so that every pair ends up with one row. The file is rewritten
+    atomically, and only when there is such a row; a CSV whose header is not this run's is left
+    alone (the writer refuses it). A cut-off last line is left to the writer to cut. The CLI
+    uses :mod:`dps_fast.io.resume` instead (rows keyed by (a, b, id), locked, provenance
+    checked).
+    """
+    raw = out.read_bytes()
+    text = raw[: raw.rfind(b"\n") + 1].decode("utf-8", "surrogateescape")
+    seen: set[tuple[str, str]] = set()
+    dropped = 0
+    if results_format(out) == "csv":
+        rows = list(csv.reader(_io.StringIO(text, newline="")))
+        if not rows or rows[0] != columns:
+            return
+        kept_rows = [rows[0]]
+        for row in rows[1:]:
+            r = dict(zip(columns, row, strict=False))
+            key = (r.get("a", ""), r.get("b", ""))
+            if r.get("error") or not r.get("score") or key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            kept_rows.append(row)
+        new_text = "".join(csv_line(row) for row in kept_rows)
+    else:
+        kept_lines = []
+        for line in text.split("\n"):
+            if not line.strip():
+                continue
+            obj = json.loads(line)  # read_done_keys has checked every complete line
+            key = (str(obj["a"]), str(obj["b"]))
+            if obj.get("error") or obj.get("score") is None or key in seen:
+                dropped += 1
+                continue
+            seen.add(key)
+            kept_lines.append(line + "\n")
+        new_text = "".join(kept_lines)
+    if not dropped:
+        return
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.resume.tmp")
+    try:
+        tmp.write_bytes(new_text.encode("utf-8", "surrogateescape"))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
