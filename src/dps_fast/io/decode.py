@@ -525,8 +525,8 @@ _MARK = (165, 23, 201, 77)  # an unlikely colour for pixels the decoder never wr
 
 
 def _mark_unwritten(im: Image.Image) -> Any:
-    """Give a lazy PNG its pixel memory filled with a marker colour before it decodes, and
-    return the marker as a pixel value (None when that is not possible).
+    """Give a lazy PNG its pixel memory with a marker colour in the last pixel before it
+    decodes, and return the marker as a pixel value (None when that is not possible).
 
     Pillow decodes into existing memory and leaves the rows of a short pixel stream as they
     were; if the last pixel still holds the marker afterwards, :func:`_check_png_data` decides
@@ -535,10 +535,14 @@ def _mark_unwritten(im: Image.Image) -> Any:
     if not getattr(im, "tile", None):
         return None  # already decoded
     try:
+        # Only the last pixel is marked: filling the whole image would touch memory a fake
+        # (bomb) header never gets to, and Pillow allocates the rest as it always does.
         bands = len(im.getbands())
-        filled = Image.new(im.mode, im.size, _MARK[:bands] if bands > 1 else _MARK[0])
-        im.im = filled.im
-        return filled.getpixel((im.size[0] - 1, im.size[1] - 1))
+        core = Image.core.new(im.mode, im.size)
+        last = (im.size[0] - 1, im.size[1] - 1)
+        core.putpixel(last, _MARK[:bands] if bands > 1 else _MARK[0])
+        im.im = core
+        return core.getpixel(last)
     except Exception:
         # a mode Image.new cannot fill: the exact check runs instead
         return None
