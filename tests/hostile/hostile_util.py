@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from typer.testing import CliRunner
 
-import images as im
 from dps_fast.cli import app
+from tests.helpers import images as im
 
 SIZE = 48  # small images keep the catalogue fast; lpips-alex needs 31×31
 DPS_FAST = Path(sys.executable).parent / "dps-fast"

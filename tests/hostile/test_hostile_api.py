@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hostile_util import cli, image
 
 from dps_fast import Engine
 from dps_fast.errors import WeightsError
 from dps_fast.export.weights import load_state_dict_file
 from dps_fast.io.pairing import PairingError, read_pairs_manifest
+from tests.hostile.hostile_util import cli, image
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_util import (
+
+from dps_fast import Engine
+from dps_fast.io import decode_image
+from dps_fast.io.decode import ImageDecodeError, read_size
+from dps_fast.io.pairing import Pair
+from dps_fast.pipeline import PairScorer, _Item
+from tests.helpers import images as im
+from tests.hostile.hostile_util import (
     SIZE,
     by_name,
     cli,
@@ -24,13 +31,6 @@ from hostile_util import (
     read_csv,
     short_idat_png,
 )
-
-import images as im
-from dps_fast import Engine
-from dps_fast.io import decode_image
-from dps_fast.io.decode import ImageDecodeError, read_size
-from dps_fast.io.pairing import Pair
-from dps_fast.pipeline import PairScorer, _Item
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hostile_util import (
+
+from dps_fast.io import results as results_mod
+from dps_fast.io.results import csv_escape, csv_unescape, meta_path
+from dps_fast.io.resume import OutputLock, lock_path, provenance_differences
+from tests.hostile.hostile_util import (
     DPS_FAST,
     by_name,
     cli,
@@ -27,10 +31,6 @@ from hostile_util import (
     read_csv_file,
     read_jsonl_file,
 )
-
-from dps_fast.io import results as results_mod
-from dps_fast.io.results import csv_escape, csv_unescape, meta_path
-from dps_fast.io.resume import OutputLock, lock_path, provenance_differences
 
 
 @pytest.fixture(scope="module")

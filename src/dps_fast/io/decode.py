@@ -443,7 +443,7 @@ def check_pixels(h: int, w: int, what: str, max_pixels: int | None = None) -> No
     Used for sizes that do not come from a file header, e.g. the size ``--resize`` asks for,
     so that a resize cannot allocate what decoding would have refused.
     """
-    limit = _max_pixels(max_pixels)
+    limit = max_pixels_limit(max_pixels)
     if h * w > limit:
         raise ImageDecodeError(_bomb_message(what, f"{h}×{w} = {h * w:,} pixels (H×W)", limit))
 
@@ -455,7 +455,7 @@ def read_size(path: str | os.PathLike[str], *, max_pixels: int | None = None) ->
     ImageDecodeError without reading pixel data or blocking. The EXIF orientation is not
     applied (callers use it as a size estimate).
     """
-    limit = _max_pixels(max_pixels)
+    limit = max_pixels_limit(max_pixels)
     name = os.fspath(path)
     if not isinstance(name, str):
         raise TypeError(f"read_size: expected a str path, got bytes path {name!r}")
