@@ -101,3 +101,14 @@ def test_tap_sum_vs_mean_give_identical_ranks() -> None:
     assert M.srocc(-taps.sum(1), t) == pytest.approx(M.srocc(-taps.mean(1), t))
     d0, d1, j = taps[:15], taps[15:], t[:15]
     assert M.two_afc(d0.sum(1), d1.sum(1), j) == M.two_afc(d0.mean(1), d1.mean(1), j)
+
+
+def test_fast_correlations_equal_scipy() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=200)
+    t = np.round(q + rng.normal(size=200), 1)  # ties in t
+    assert M.srocc(q, t) == pytest.approx(stats.spearmanr(q, t).statistic, abs=1e-12)
+    assert M.plcc(q, t) == pytest.approx(stats.pearsonr(q, t).statistic, abs=1e-12)
+    assert math.isnan(M.plcc(np.ones(5), np.arange(5.0)))

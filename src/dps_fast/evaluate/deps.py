@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 
@@ -14,6 +15,7 @@ class MissingExtraError(DpsFastError, ImportError):
     """scipy or matplotlib is missing: the message gives the install line."""
 
 
+@functools.cache
 def need(module: str) -> ModuleType:
     """Import ``module`` (a scipy or matplotlib module) or say how to install it."""
     try:

@@ -60,11 +60,19 @@ def jnd_map(d: np.ndarray, same: np.ndarray) -> float:
     return voc_ap(tp / total, tp / np.maximum(tp + fp, np.finfo(np.float64).tiny))
 
 
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's r by NumPy (NaN for constant input): the bootstrap calls this thousands of
+    times, where scipy's per-call checks cost more than the sums."""
+    x = np.asarray(x, np.float64) - np.mean(x)
+    y = np.asarray(y, np.float64) - np.mean(y)
+    den = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / den if den > 0 else math.nan
+
+
 def srocc(q: np.ndarray, t: np.ndarray) -> float:
-    """Spearman's ρ (NaN for constant input)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant input: NaN is the answer
-        return float(need("scipy.stats").spearmanr(q, t).statistic)
+    """Spearman's ρ: Pearson's r of the average ranks (scipy's ``rankdata``), as ``spearmanr``."""
+    rank = need("scipy.stats").rankdata
+    return _pearson(rank(q), rank(t))
 
 
 def krocc(q: np.ndarray, t: np.ndarray) -> float:
@@ -76,9 +84,7 @@ def krocc(q: np.ndarray, t: np.ndarray) -> float:
 
 def plcc(q: np.ndarray, t: np.ndarray) -> float:
     """Pearson's r (NaN for constant input)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(need("scipy.stats").pearsonr(q, t).statistic)
+    return _pearson(q, t)
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -130,8 +136,18 @@ class Fit:
         return f(q, *self.params)
 
 
-def fit_logistic(q: np.ndarray, t: np.ndarray, kind: str = "logistic4") -> Fit:
-    """Least-squares fit of ``kind`` (scipy ``curve_fit``); a failed fit is reported, not hidden."""
+def fit_logistic(
+    q: np.ndarray,
+    t: np.ndarray,
+    kind: str = "logistic4",
+    *,
+    p0: list[float] | None = None,
+    maxfev: int = MAXFEV,
+) -> Fit:
+    """Least-squares fit of ``kind`` (scipy ``curve_fit``); a failed fit is reported, not hidden.
+
+    ``p0`` overrides the starting point (bootstrap resamples start from the full data's fit).
+    """
     if kind not in FITS:
         raise ValueError(f"expected fit one of {', '.join(FITS)}, got {kind!r}")
     if kind == "none":
@@ -144,22 +160,48 @@ def fit_logistic(q: np.ndarray, t: np.ndarray, kind: str = "logistic4") -> Fit:
     if kind == "logistic4":
         f: Any = logistic4
         jac: Any = _logistic4_jac
-        p0 = [float(t.max()), float(t.min()), float(q.mean()), sq / 4]
+        start = [float(t.max()), float(t.min()), float(q.mean()), sq / 4]
     else:
         f, jac = logistic5, _logistic5_jac
-        p0 = [float(t.max() - t.min()), 4.0 / sq, float(q.mean()), 0.0, float(t.mean())]
+        start = [float(t.max() - t.min()), 4.0 / sq, float(q.mean()), 0.0, float(t.mean())]
     try:
         with warnings.catch_warnings():
             # "covariance could not be estimated" (exact data) is no failure of the fit itself
             warnings.simplefilter("ignore", opt.OptimizeWarning)
             # Levenberg–Marquardt (MINPACK) as pyiqa, with the exact Jacobian: finite
             # differences with a step ε·|β| stall when a parameter starts near 0 (β3 = mean q).
-            params, _ = opt.curve_fit(f, q, t, p0=p0, jac=jac, method="lm", maxfev=MAXFEV)
+            params, _ = opt.curve_fit(
+                f, q, t, p0=start if p0 is None else p0, jac=jac, method="lm", maxfev=maxfev
+            )
     except (RuntimeError, ValueError) as e:
         return Fit(kind, status=f"failed: {' '.join(str(e).split())[:120]}")
     if not np.all(np.isfinite(params)):
         return Fit(kind, status="failed: non-finite parameters")
     return Fit(kind, [float(p) for p in params])
+
+
+def refit(q: np.ndarray, t: np.ndarray, start: Fit, maxfev: int = 100) -> Fit:
+    """``start``'s curve refitted to (q, t) from ``start``'s parameters, for bootstrap resamples:
+    Levenberg–Marquardt (scipy ``leastsq``) stopped after ``maxfev`` evaluations is kept as the
+    resample's fit (near-step data keeps creeping towards a step; the values barely move)."""
+    if not start.ok or start.kind == "none":
+        return fit_logistic(q, t, start.kind)
+    opt = need("scipy.optimize")
+    f, jac = (
+        (logistic4, _logistic4_jac) if start.kind == "logistic4" else (logistic5, _logistic5_jac)
+    )
+    q, t = np.asarray(q, np.float64), np.asarray(t, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        params, _ = opt.leastsq(
+            lambda b: f(q, *b) - t,
+            np.asarray(start.params),
+            Dfun=lambda b: jac(q, *b),
+            maxfev=maxfev,
+        )
+    if not np.all(np.isfinite(params)):
+        return Fit(start.kind, status="failed: non-finite parameters")
+    return Fit(start.kind, [float(p) for p in params])
 
 
 def rmse(t: np.ndarray, fitted: np.ndarray) -> float:

@@ -2,8 +2,8 @@
 
 Measures per protocol: ``2afc`` and its ``2afc_ceiling`` (BAPPS 2AFC), ``jnd_map`` (BAPPS JND),
 ``srocc``, ``krocc``, ``plcc`` (raw), ``plcc_fit``, ``rmse_fit``, ``outlier_ratio`` (MOS sets).
-Per distortion type (``subset`` = ``type=XX``) the rank and raw correlations. With tap subsets,
-the main measure again for distances recombined from those taps (``taps`` column).
+Per distortion type (``subset`` = ``type=XX``) the rank and raw correlations, without CI. With
+tap subsets, the main measure again for distances recombined from those taps (``taps`` column).
 """
 
 from __future__ import annotations
@@ -70,9 +70,15 @@ class Options:
     outlier_k: float = 2.0
 
 
-def mos_values(q: np.ndarray, t: np.ndarray, std: np.ndarray, opts: Options) -> np.ndarray:
-    """srocc, krocc, plcc, plcc_fit, rmse_fit, outlier_ratio of quality ``q`` vs rating ``t``."""
-    fit = M.fit_logistic(q, t, opts.fit)
+def mos_values(
+    q: np.ndarray, t: np.ndarray, std: np.ndarray, opts: Options, start: M.Fit | None = None
+) -> np.ndarray:
+    """srocc, krocc, plcc, plcc_fit, rmse_fit, outlier_ratio of quality ``q`` vs rating ``t``.
+
+    ``start``: a fit to start from (bootstrap resamples start from the full data's fit).
+    """
+    warm = start is not None and start.ok
+    fit = M.refit(q, t, start) if start is not None and warm else M.fit_logistic(q, t, opts.fit)
     f = fit(q)
     if fit.ok or fit.kind == "none":
         out, _ = M.outliers(t, f, std, opts.outlier_k)
@@ -95,7 +101,8 @@ def _stat(table: ScoreTable, dist: dict[str, np.ndarray], opts: Options, full: b
         return lambda i: np.array([M.jnd_map(d[i], s[i])])
     q, t, sd = -dist["d"], table.target(), table.label_std
     if full:
-        return lambda i: mos_values(q[i], t[i], sd[i], opts)
+        start = M.fit_logistic(q, t, opts.fit)
+        return lambda i: mos_values(q[i], t[i], sd[i], opts, start)
     return lambda i: np.array([M.srocc(q[i], t[i]), M.krocc(q[i], t[i]), M.plcc(q[i], t[i])])
 
 
@@ -135,10 +142,14 @@ def table_rows(
         members = clusters(part.group.tolist())
         stat = _stat(part, part.dist, opts, full)
         values = stat(np.arange(part.n))
+        # Per distortion type: values only (24 types × 1000 resamples would cost more than the
+        # scoring); the whole dataset and each BAPPS subset get their CIs.
+        boot = opts.n_resamples if full else 0
         lo, hi = bootstrap_ci(
-            stat, members, n_resamples=opts.n_resamples, confidence=opts.confidence, seed=opts.seed
+            stat, members, n_resamples=boot, confidence=opts.confidence, seed=opts.seed
         )
-        note, params = "", ""
+        note = "" if full else "no CI per distortion type"
+        params = ""
         if part.protocol == "mos" and full:
             fit = M.fit_logistic(-part.dist["d"], part.target(), opts.fit)
             note = f"fit {fit.kind}: {fit.status}"
@@ -163,7 +174,7 @@ def table_rows(
                     part.n,
                     failed,
                     "",
-                    note if name in FIT_MEASURES or part.protocol != "mos" else "",
+                    note if name in FIT_MEASURES or part.protocol != "mos" or not full else "",
                     params if name in FIT_MEASURES else "",
                 )
             )
