@@ -112,3 +112,40 @@ def test_fast_correlations_equal_scipy() -> None:
     assert M.srocc(q, t) == pytest.approx(stats.spearmanr(q, t).statistic, abs=1e-12)
     assert M.plcc(q, t) == pytest.approx(stats.pearsonr(q, t).statistic, abs=1e-12)
     assert math.isnan(M.plcc(np.ones(5), np.arange(5.0)))
+
+
+def test_hf_features_checkerboard_vs_sinusoid() -> None:
+    from dps_fast.evaluate import hf
+
+    y, x = np.mgrid[0:64, 0:64]
+    checker = ((x + y) % 2).astype(np.float64)
+    sinus = np.sin(2 * np.pi * x / 32)
+    assert hf.hfer(checker, window=False) == pytest.approx(1.0)
+    assert hf.hfer(sinus, window=False) == pytest.approx(0.0, abs=1e-12)
+    assert hf.hfer(np.full((16, 16), 7.0)) == 0.0
+    assert hf.hfer(checker) > 0.99 and hf.hfer(sinus) < 0.01  # the window changes little
+    assert hf.laplacian_variance(checker) == pytest.approx(16.0)
+    step = np.zeros((8, 8))
+    step[:, 4:] = 255
+    assert hf.spatial_information(step) == pytest.approx(480.83, abs=0.01)
+    rgb = np.stack([checker * 255] * 3, -1)
+    assert hf.luma(rgb) == pytest.approx(checker * 255)
+
+
+def test_aggregate_of_known_factors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dps_fast.evaluate import aggregate as A
+    from dps_fast.evaluate.items import LayoutError
+
+    f = {"mos_srocc": 0.64, "twoafc": 0.81}
+    assert A.combine(f, {"mos_srocc": 1, "twoafc": 1}) == pytest.approx(0.72)
+    assert A.combine(f, {"mos_srocc": 2, "twoafc": 1}) == pytest.approx(0.6923, abs=1e-4)
+    assert A.combine({**f, "jnd_map": math.nan}, {"mos_srocc": 1, "twoafc": 1, "jnd_map": 5}) == (
+        pytest.approx(0.72)
+    )  # a missing factor is dropped, the others renormalised
+    assert A.combine({"twoafc": 0.0, "mos_srocc": 0.9}, A.DEFAULT_WEIGHTS) == 0.0
+    toml = tmp_path / "w.toml"
+    toml.write_text("[weights]\nmos_srocc = 1\ntwoafc = 3\n")
+    assert A.read_weights(toml)["twoafc"] == 3.0 and A.read_weights(toml)["jnd_map"] == 1.0
+    toml.write_text("[weights]\nbogus = 1\n")
+    with pytest.raises(LayoutError, match="unknown factor 'bogus'"):
+        A.read_weights(toml)

@@ -298,3 +298,43 @@ def test_cli_without_eval_extra_exits_2(tmp_path: Path, monkeypatch: pytest.Monk
     r = RUNNER.invoke(app, ["evaluate", f"tid2013={tmp_path}", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2
     assert "pip install 'dps-fast[eval]'" in r.stderr
+
+
+def test_outliers_hf_plots_aggregate_report(tid_run: Any, tmp_path: Path) -> None:
+    _, out, _, _ = tid_run
+    dest = tmp_path / "study"
+    toml = tmp_path / "w.toml"
+    toml.write_text("[weights]\nmos_srocc = 1\nconsistency = 1\n")
+    res = evaluate(
+        EvalConfig(
+            [],
+            [],
+            dest,
+            from_scores=out,
+            options=Options(n_resamples=20),
+            hf=True,
+            plots=True,
+            aggregate=toml,
+            accuracy={MODEL: 56.5},
+            top=3,
+        )
+    )
+    with open(dest / "items" / MODEL / "tid2013.csv", newline="") as f:
+        items = list(csv.DictReader(f))
+    assert len(items) == 12 and {"fitted", "residual", "z", "outlier", "ref_hfer"} <= set(items[0])
+    flags = [r["outlier"] == "True" for r in items]
+    ratio = next(r.value for r in res.rows if r.measure == "outlier_ratio" and r.subset == "all")
+    assert sum(flags) / 12 == pytest.approx(ratio)
+    with open(dest / "hf.csv", newline="") as f:
+        mw = list(csv.DictReader(f))
+    assert {r["feature"] for r in mw} >= {"ref_hfer", "res_si", "delta_hfer"}
+    with open(dest / "aggregate.csv", newline="") as f:
+        agg = {r["factor"]: r for r in csv.DictReader(f)}
+    d = (float(agg["mos_srocc"]["value"]) * float(agg["consistency"]["value"])) ** 0.5
+    assert float(agg["D"]["value"]) == pytest.approx(d, rel=1e-5)
+    report = (dest / "report.md").read_text()
+    assert "comparable only between models of one run" in report
+    links = [ln.split("](")[1].rstrip(")") for ln in report.splitlines() if "![" in ln]
+    assert links and all((dest / link).is_file() for link in links)
+    with open(dest / "sweep.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["acc1"]) == 56.5

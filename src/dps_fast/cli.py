@@ -591,6 +591,11 @@ def evaluate(
     tap_subsets: str | None = typer.Option(
         None, "--tap-subsets", help="single,prefix: main measure per layer subset."
     ),
+    hf: bool = typer.Option(False, "--hf", help="High-frequency features, outliers vs inliers."),
+    hf_cutoff: float = typer.Option(0.25, "--hf-cutoff", help="Radial cutoff (cycles/pixel)."),
+    plots: bool = typer.Option(False, "--plots", help="Write plots/ (matplotlib)."),
+    aggregate: Path | None = typer.Option(None, "--aggregate", help="Weights TOML file."),
+    accuracy: list[str] = typer.Option([], "--accuracy", help="NAME=ACC (ImageNet top-1 %)."),
     decode: str = DECODE,
 ) -> None:
     """How well models agree with human judgments.
@@ -610,6 +615,7 @@ def evaluate(
             subsets=subsets, jnd=jnd, higher_better=higher_better, lower_better=lower_better,
             limit=limit, resume=resume, from_scores=from_scores, fit=fit, bootstrap=bootstrap,
             ci=ci, seed=seed, outlier_k=outlier_k, tap_subsets=tap_subsets, decode=decode,
+            hf=hf, hf_cutoff=hf_cutoff, plots=plots, aggregate=aggregate, accuracy=accuracy,
         )
     )  # fmt: skip
 

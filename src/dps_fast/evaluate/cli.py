@@ -69,6 +69,11 @@ def main(
     outlier_k: float,
     tap_subsets: str | None,
     decode: str,
+    hf: bool = False,
+    hf_cutoff: float = 0.25,
+    plots: bool = False,
+    aggregate: Path | None = None,
+    accuracy: list[str] | None = None,
 ) -> int:
     """Run ``dps-fast evaluate``; returns the exit code."""
     from .deps import MissingExtraError, check
@@ -93,6 +98,13 @@ def main(
         return 2
     if from_scores is None and not models:
         models = ["lpips-alex"]
+    from .sweep import parse_accuracy
+
+    try:
+        acc = parse_accuracy(accuracy or [])
+    except DpsFastError as e:
+        _err(f"error: {e}")
+        return 2
     cfg = EvalConfig(
         datasets=list(datasets),
         models=list(models),
@@ -111,6 +123,11 @@ def main(
         from_scores=from_scores,
         tap_subsets=[s.strip() for s in tap_subsets.split(",") if s.strip()] if tap_subsets else [],
         decode=decode,
+        hf=hf,
+        hf_cutoff=hf_cutoff,
+        plots=plots,
+        aggregate=aggregate,
+        accuracy=acc,
         options=Options(
             fit=fit, n_resamples=bootstrap, confidence=ci, seed=seed, outlier_k=outlier_k
         ),
@@ -145,4 +162,7 @@ def _print_summary(result: object, out: Path) -> None:
     for r in main_rows:
         ci = "" if r.ci_low != r.ci_low else f" [{r.ci_low:.4f}, {r.ci_high:.4f}]"
         _err(f"  {r.model:<24} {r.dataset:<14} {r.measure:<9} {r.value:.4f}{ci}  n={r.n}")
-    _err(f"  → {out / 'summary.csv'}")
+    for a in result.aggregate:
+        if a["factor"] == "D":
+            _err(f"  aggregate D {a['model']}: {a['value']:.4f} (comparable only within this run)")
+    _err(f"  → {out / 'summary.csv'}, {out / 'report.md'}")

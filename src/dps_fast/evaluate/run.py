@@ -3,7 +3,10 @@
 The library never prints: progress goes to a callback, and :func:`evaluate` returns what the
 CLI reports. Outputs under ``out``: ``scores/<model>/<dataset>.csv`` (resumable),
 ``summary.csv`` / ``summary.json`` (one row per model × dataset × subset × measure),
-``diffs.csv`` (paired differences between models), ``items/`` and ``meta.json``.
+``diffs.csv`` (paired differences between models), ``aggregate.csv``, ``items/`` (per item:
+fit, residual, outlier flag, HF features with ``hf``), ``hf.csv`` (outliers vs inliers),
+``sweep.csv`` / ``sweep_corr.csv`` (accuracy vs agreement), ``plots/``, ``report.md`` and
+``meta.json``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,14 @@ from typing import Any
 
 from .._version import __version__
 from . import deps
+from . import outliers as O
+from . import sweep as S
+from .aggregate import COLUMNS as AGG_COLUMNS
+from .aggregate import NOTE as AGG_NOTE
+from .aggregate import aggregate_rows, read_weights
 from .items import Dataset, LayoutError
 from .readers import parse_dataset_arg, read_dataset
+from .report import write_report
 from .scoring import ScoreTable, read_scores, safe_name, score_dataset
 from .summary import COLUMNS, Options, Row, paired_rows, table_rows
 
@@ -62,6 +71,12 @@ class EvalConfig:
     tap_subsets: list[str] = field(default_factory=list)  # "single", "prefix"
     decode: str = "auto"
     options: Options = field(default_factory=Options)
+    hf: bool = False  # high-frequency features of every item (decodes the images again)
+    hf_cutoff: float = 0.25
+    plots: bool = False
+    aggregate: Path | None = None  # weights TOML
+    accuracy: dict[str, float] = field(default_factory=dict)
+    top: int = 10
 
 
 @dataclass
@@ -74,6 +89,9 @@ class EvalResult:
     failed_items: int = 0
     seconds_scoring: float = 0.0
     notes: list[str] = field(default_factory=list)
+    aggregate: list[dict[str, Any]] = field(default_factory=list)
+    speeds: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
 
     @property
     def exit_code(self) -> int:
@@ -150,6 +168,8 @@ def score_all(
             result.scored += run.scored
             result.failed_pairs += run.failed
             result.seconds_scoring += run.seconds
+            if run.seconds > 0 and run.scored:
+                result.speeds[engine.bundle.model] = run.scored / run.seconds
             files.append(path)
     return files
 
@@ -165,6 +185,9 @@ def score_files(root: Path) -> list[Path]:
 def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     """Run the study: score (or read saved scores), compute every measure, write the outputs."""
     deps.check()
+    if cfg.plots:
+        deps.need("matplotlib")
+    weights = read_weights(cfg.aggregate)
     t0 = time.perf_counter()
     result = EvalResult([], [], [])
     if cfg.from_scores is not None:
@@ -188,8 +211,98 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     for group in by_ds.values():
         for a, b in itertools.combinations(group, 2):
             result.diffs += paired_rows(a, b, cfg.options)
-    write_outputs(cfg, result, files, time.perf_counter() - t0)
+    result.aggregate = aggregate_rows(result.rows, weights, result.speeds)
+    meta = write_outputs(cfg, result, files, time.perf_counter() - t0)
+    analyse(cfg, result, meta, progress)
     return result
+
+
+def analyse(
+    cfg: EvalConfig, result: EvalResult, meta: dict[str, Any], progress: ProgressFn | None
+) -> None:
+    """Items tables, HF comparison, sweep, plots and report.md."""
+    out = cfg.out
+    mw: list[dict[str, Any]] = []
+    top: dict[str, list[dict[str, Any]]] = {}
+    plot_files: list[Path] = []
+    for i, t in enumerate(result.tables):
+        if progress is not None:
+            progress("items", i, len(result.tables))
+        rows = O.item_table(t, cfg.options)
+        if not rows:
+            continue
+        if cfg.hf:
+            O.add_hf(t, rows, cfg.hf_cutoff)
+            mw += O.mann_whitney(t.model, t.dataset, rows)
+        cols = tuple(dict.fromkeys(k for r in rows for k in r))
+        _write_csv(out / "items" / safe_name(t.model) / f"{safe_name(t.dataset)}.csv", cols, rows)
+        key = f"{t.model} on {t.dataset}"
+        top[key] = [dict(r) for r in O.top_outliers(t, rows, cfg.top)]
+        if cfg.plots:
+            from . import plots as P
+
+            base = out / "plots" / safe_name(t.model)
+            if t.protocol == "mos":
+                plot_files.append(
+                    P.mos_scatter(t, cfg.options, base / f"{safe_name(t.dataset)}.png")
+                )
+            if cfg.hf:
+                plot_files.append(
+                    P.hf_boxes(rows, O.HF_COLUMNS, key, base / f"{safe_name(t.dataset)}-hf.png")
+                )
+            _thumbnails(t, top[key], base / "outliers" / safe_name(t.dataset), out)
+    if mw:
+        _write_csv(out / "hf.csv", O.MW_COLUMNS, mw)
+    points, corr = S.sweep(result.tables, result.rows, cfg.accuracy)
+    if points:
+        _write_csv(out / "sweep.csv", S.COLUMNS, points)
+        _write_csv(out / "sweep_corr.csv", S.CORR_COLUMNS, corr)
+    if cfg.plots:
+        from . import plots as P
+
+        for ds in dict.fromkeys(r.dataset for r in result.rows):
+            if any(r.dataset == ds and r.measure == "2afc" for r in result.rows):
+                plot_files.append(
+                    P.bapps_bars(result.rows, ds, out / "plots" / f"{safe_name(ds)}-2afc.png")
+                )
+            tb = P.tap_bars(result.rows, ds, out / "plots" / f"{safe_name(ds)}-taps.png")
+            if tb is not None:
+                plot_files.append(tb)
+            if len({p["model"] for p in points if p["dataset"] == ds}) >= 2:
+                plot_files.append(
+                    P.sweep_scatter(points, ds, out / "plots" / f"{safe_name(ds)}-sweep.png")
+                )
+    result.report = write_report(
+        out,
+        rows=result.rows,
+        diffs=result.diffs,
+        aggregate=result.aggregate,
+        sweep_corr=corr,
+        mw=mw,
+        top=top,
+        plots=plot_files,
+        meta=meta,
+    )
+
+
+def _thumbnails(t: ScoreTable, items: list[dict[str, Any]], folder: Path, out: Path) -> None:
+    """Reference | distorted thumbnails of the top outliers (path relative to ``out``)."""
+    from ..io.decode import decode_image
+    from . import plots as P
+
+    idx = {k: i for i, k in enumerate(t.items)}
+    root = Path(t.meta["root"])
+    for k, it in enumerate(items):
+        i = idx[it["item"]]
+        role = "d" if t.protocol != "2afc" else ("p0" if it["d0"] > it["d1"] else "p1")
+        a, b = t.paths[role][i]
+        try:
+            path = P.thumbnail(
+                decode_image(root / b), decode_image(root / a), folder / f"{k:02d}.png"
+            )
+        except (OSError, ValueError):
+            continue
+        it["thumbnail"] = path.relative_to(out).as_posix()
 
 
 def _cell(v: Any) -> Any:
@@ -211,8 +324,10 @@ def _json_safe(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def write_outputs(cfg: EvalConfig, result: EvalResult, files: list[Path], seconds: float) -> None:
-    """summary.csv / summary.json, diffs.csv, meta.json under ``cfg.out``."""
+def write_outputs(
+    cfg: EvalConfig, result: EvalResult, files: list[Path], seconds: float
+) -> dict[str, Any]:
+    """summary.csv / summary.json, diffs.csv, aggregate.csv, meta.json under ``cfg.out``."""
     out = cfg.out
     rows = [r.as_dict() for r in result.rows]
     _write_csv(out / "summary.csv", COLUMNS, rows)
@@ -221,6 +336,7 @@ def write_outputs(cfg: EvalConfig, result: EvalResult, files: list[Path], second
         encoding="utf-8",
     )
     _write_csv(out / "diffs.csv", DIFF_COLUMNS, result.diffs)
+    _write_csv(out / "aggregate.csv", AGG_COLUMNS, result.aggregate)
     o = cfg.options
     meta = {
         "dps_fast": __version__,
@@ -247,5 +363,8 @@ def write_outputs(cfg: EvalConfig, result: EvalResult, files: list[Path], second
         "sign_convention": "quality = -distance; correlations are signed (never abs)",
         "seconds": seconds,
         "seconds_scoring": result.seconds_scoring,
+        "aggregate": {"weights": read_weights(cfg.aggregate), "note": AGG_NOTE},
+        "pairs_per_s": result.speeds,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
