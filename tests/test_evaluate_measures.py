@@ -149,3 +149,12 @@ def test_aggregate_of_known_factors(tmp_path) -> None:  # type: ignore[no-untype
     toml.write_text("[weights]\nbogus = 1\n")
     with pytest.raises(LayoutError, match="unknown factor 'bogus'"):
         A.read_weights(toml)
+
+
+def test_refit_on_too_few_items_fails_cleanly() -> None:
+    q = np.linspace(0, 1, 8)
+    start = M.fit_logistic(q, M.logistic4(q, 5, 1, 0.5, 0.1))
+    assert start.ok
+    assert not M.refit(q[:2], q[:2], start).ok  # fewer items than parameters
+    assert not M.refit(np.ones(6), q[:6], start).ok  # constant scores
+    assert M.refit(q, M.logistic4(q, 5, 1, 0.5, 0.1), start).ok

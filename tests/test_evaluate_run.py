@@ -294,8 +294,14 @@ def test_cli_without_eval_extra_exits_2(tmp_path: Path, monkeypatch: pytest.Monk
             raise ImportError(f"No module named {name!r}")
         return real(name, *a)
 
+    from dps_fast.evaluate import deps
+
     monkeypatch.setattr("dps_fast.evaluate.deps.importlib.import_module", no_scipy)
-    r = RUNNER.invoke(app, ["evaluate", f"tid2013={tmp_path}", "--out", str(tmp_path / "o")])
+    deps.need.cache_clear()  # modules found earlier in the session are cached
+    try:
+        r = RUNNER.invoke(app, ["evaluate", f"tid2013={tmp_path}", "--out", str(tmp_path / "o")])
+    finally:
+        deps.need.cache_clear()
     assert r.exit_code == 2
     assert "pip install 'dps-fast[eval]'" in r.stderr
 
@@ -338,3 +344,59 @@ def test_outliers_hf_plots_aggregate_report(tid_run: Any, tmp_path: Path) -> Non
     assert links and all((dest / link).is_file() for link in links)
     with open(dest / "sweep.csv", newline="") as f:
         assert float(next(csv.DictReader(f))["acc1"]) == 56.5
+
+
+class _MSE:
+    """A stand-in engine: pixel MSE, so monotonicity under noise is known by construction."""
+
+    lower_is_better = True
+
+    class bundle:
+        min_size = (8, 8)
+        model = "mse"
+
+    def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        diff = a.astype(np.float64) - b.astype(np.float64)
+        return (diff**2).mean(axis=(1, 2, 3))
+
+
+def test_monotonicity_and_shift_flips_with_pixel_mse(tmp_path: Path) -> None:
+    from dps_fast.evaluate import robustness as R
+
+    (ds,) = read_dataset("tid2013", rep.make_tid2013(tmp_path / "tid"))
+    rows = {r.subset: r for r in R.monotonicity(_MSE(), ds, "none", "mse")}  # type: ignore[arg-type]
+    assert rows["noise"].value == 1.0 and rows["noise"].n == 3
+    assert 0.5 < rows["all"].value <= 1.0
+    two, _ = read_dataset("bapps", rep.make_bapps(tmp_path / "b"))
+    flips = R.shift_flips(_MSE(), two, "none", "mse")  # type: ignore[arg-type]
+    by = {(r.subset, r.measure): r.value for r in flips}
+    assert set(by) >= {("all", "rank_flip_1px"), ("cnn", "rank_flip_3px")}
+    # by hand: the mean over subsets of each subset's rate
+    assert by[("all", "rank_flip_2px")] == pytest.approx(
+        (by[("cnn", "rank_flip_2px")] + by[("traditional", "rank_flip_2px")]) / 2
+    )
+    assert all(0.0 <= v <= 1.0 for v in by.values())
+
+
+def test_robustness_in_the_run(tmp_path: Path, bundle: Callable[[str], Path]) -> None:
+    root = rep.make_bapps(tmp_path / "bapps", twoafc={"cnn": 3}, jnd={})
+    out = tmp_path / "out"
+    res = evaluate(
+        EvalConfig(
+            [f"bapps={root}"],
+            [str(bundle(MODEL))],
+            out,
+            device="cpu",
+            robustness=True,
+            options=Options(n_resamples=0),
+        )
+    )
+    measures = {(r.subset, r.measure) for r in res.rows}
+    assert ("all", "rank_flip_1px") in measures and ("all", "monotonicity") in measures
+    factors = {a["factor"] for a in res.aggregate}
+    assert {"shift_robust", "monotonicity", "D"} <= factors
+    again = evaluate(
+        EvalConfig([], [], tmp_path / "again", from_scores=out, options=Options(n_resamples=0))
+    )
+    assert (tmp_path / "again" / "summary.csv").read_text() == (out / "summary.csv").read_text()
+    assert len(again.rows) == len(res.rows)

@@ -596,6 +596,9 @@ def evaluate(
     plots: bool = typer.Option(False, "--plots", help="Write plots/ (matplotlib)."),
     aggregate: Path | None = typer.Option(None, "--aggregate", help="Weights TOML file."),
     accuracy: list[str] = typer.Option([], "--accuracy", help="NAME=ACC (ImageNet top-1 %)."),
+    robustness: bool = typer.Option(
+        False, "--robustness", help="Rank flips under 1-3 px shifts, monotonicity ladders."
+    ),
     decode: str = DECODE,
 ) -> None:
     """How well models agree with human judgments.
@@ -616,6 +619,7 @@ def evaluate(
             limit=limit, resume=resume, from_scores=from_scores, fit=fit, bootstrap=bootstrap,
             ci=ci, seed=seed, outlier_k=outlier_k, tap_subsets=tap_subsets, decode=decode,
             hf=hf, hf_cutoff=hf_cutoff, plots=plots, aggregate=aggregate, accuracy=accuracy,
+            robustness=robustness,
         )
     )  # fmt: skip
 

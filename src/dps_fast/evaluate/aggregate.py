@@ -10,6 +10,8 @@ models of one run (same datasets, subsets and factors).
 | ``twoafc`` | mean over BAPPS subsets of clip((S − ½)/(O − ½), 0, 1), O the human ceiling | 2 |
 | ``jnd_map`` | BAPPS JND mAP | 1 |
 | ``consistency`` | 1 − mean outlier ratio over MOS datasets | 1 |
+| ``shift_robust`` | clip(1 − r̄/0.25, 0, 1), r̄ the mean 1 px rank-flip rate (``--robustness``) | 1 |
+| ``monotonicity`` | share of blur/noise/JPEG ladder steps where d rises (``--robustness``) | 1 |
 | ``speed`` | clip(log(pairs/s) / log 1000, 0, 1), the engine's own rate in this run | 0 |
 """
 
@@ -27,6 +29,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "twoafc": 2.0,
     "jnd_map": 1.0,
     "consistency": 1.0,
+    "shift_robust": 1.0,
+    "monotonicity": 1.0,
     "speed": 0.0,
 }
 COLUMNS = ("model", "factor", "value", "weight")
@@ -96,6 +100,12 @@ def factors(rows: list[Row], model: str, pairs_per_s: float | None = None) -> di
     orr = [r.value for r in vals("outlier_ratio") if math.isfinite(r.value)]
     if orr:
         out["consistency"] = 1.0 - sum(orr) / len(orr)
+    rf = [r.value for r in vals("rank_flip_1px") if math.isfinite(r.value)]
+    if rf:
+        out["shift_robust"] = _clip(1.0 - (sum(rf) / len(rf)) / 0.25)
+    mono = [r.value for r in vals("monotonicity") if math.isfinite(r.value)]
+    if mono:
+        out["monotonicity"] = sum(mono) / len(mono)
     if pairs_per_s is not None and pairs_per_s > 0:
         out["speed"] = _clip(math.log(pairs_per_s) / math.log(1000.0))
     return out

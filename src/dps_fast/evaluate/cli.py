@@ -74,6 +74,7 @@ def main(
     plots: bool = False,
     aggregate: Path | None = None,
     accuracy: list[str] | None = None,
+    robustness: bool = False,
 ) -> int:
     """Run ``dps-fast evaluate``; returns the exit code."""
     from .deps import MissingExtraError, check
@@ -128,6 +129,7 @@ def main(
         plots=plots,
         aggregate=aggregate,
         accuracy=acc,
+        robustness=robustness,
         options=Options(
             fit=fit, n_resamples=bootstrap, confidence=ci, seed=seed, outlier_k=outlier_k
         ),

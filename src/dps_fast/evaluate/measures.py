@@ -191,6 +191,8 @@ def refit(q: np.ndarray, t: np.ndarray, start: Fit, maxfev: int = 100) -> Fit:
         (logistic4, _logistic4_jac) if start.kind == "logistic4" else (logistic5, _logistic5_jac)
     )
     q, t = np.asarray(q, np.float64), np.asarray(t, np.float64)
+    if len(q) < len(start.params) or not np.std(q) > 0:
+        return Fit(start.kind, status=f"failed: {len(q)} items: nothing to fit")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         params, _ = opt.leastsq(

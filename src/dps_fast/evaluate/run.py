@@ -77,6 +77,7 @@ class EvalConfig:
     aggregate: Path | None = None  # weights TOML
     accuracy: dict[str, float] = field(default_factory=dict)
     top: int = 10
+    robustness: bool = False  # shift rank flips (BAPPS 2AFC), monotonicity ladders (references)
 
 
 @dataclass
@@ -171,12 +172,27 @@ def score_all(
             if run.seconds > 0 and run.scored:
                 result.speeds[engine.bundle.model] = run.scored / run.seconds
             files.append(path)
+            if cfg.robustness and ds.protocol in ("2afc", "mos"):
+                from . import robustness as R
+
+                rres = cfg.resize or ds.resize
+                rob = (
+                    R.shift_flips(engine, ds, rres, engine.bundle.model)
+                    if (ds.protocol == "2afc")
+                    else []
+                )
+                rob += R.monotonicity(engine, ds, rres, engine.bundle.model)
+                _write_csv(
+                    path.with_name(f"robustness-{path.name}"), COLUMNS, [r.as_dict() for r in rob]
+                )
     return files
 
 
 def score_files(root: Path) -> list[Path]:
     """The score files of an earlier run's ``--out`` folder."""
-    files = sorted((root / "scores").glob("*/*.csv"))
+    files = sorted(
+        p for p in (root / "scores").glob("*/*.csv") if not p.name.startswith("robustness-")
+    )
     if not files:
         raise LayoutError(f"--from-scores {root}: no scores/<model>/<dataset>.csv files found")
     return files
@@ -199,6 +215,8 @@ def evaluate(cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
         files = score_all(cfg, datasets, result, progress)
     tables = [read_scores(f) for f in files]
     result.tables = tables
+    for f in files:
+        result.rows += _read_rows(f.with_name(f"robustness-{f.name}"))
     for i, t in enumerate(tables):
         if progress is not None:
             progress("measures", i, len(tables))
@@ -303,6 +321,30 @@ def _thumbnails(t: ScoreTable, items: list[dict[str, Any]], folder: Path, out: P
         except (OSError, ValueError):
             continue
         it["thumbnail"] = path.relative_to(out).as_posix()
+
+
+def _read_rows(path: Path) -> list[Row]:
+    """Summary rows saved next to the score files (robustness), if there are any."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [
+            Row(
+                r["model"],
+                r["dataset"],
+                r["subset"],
+                r["measure"],
+                float(r["value"] or "nan"),
+                float(r["ci_low"] or "nan"),
+                float(r["ci_high"] or "nan"),
+                int(r["n"]),
+                int(r["failed"]),
+                r["taps"],
+                r["note"],
+                r["params"],
+            )
+            for r in csv.DictReader(f)
+        ]
 
 
 def _cell(v: Any) -> Any:
