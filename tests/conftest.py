@@ -20,7 +20,7 @@ from tests.helpers.weights import make_random_weights
 # trunks, DISTS, other LPIPS versions, DPS backbones) is marked slow here; other slow tests
 # carry @pytest.mark.slow where they are defined. The default run (and CI) runs everything.
 SLOW_IN_ID = (
-    "vgg", "dists", "v0.0", "baseline", "resnet", "efficientnet", "mobilenet", "convnext",
+    "vgg", "dists", "v0.0", "0.0-", "baseline", "resnet", "efficientnet", "mobilenet", "convnext",
     "dps-alexnet", "dps-squeezenet",
 )  # fmt: skip
 

@@ -738,6 +738,7 @@ def test_matrix_npy_and_csv(good, engine, alex, tmp_path) -> None:
 # ---------------------------------------------------------------------------- models, export, info
 
 
+@pytest.mark.slow  # a whole export of its own
 def test_export_lpips_squeeze_and_info(weights_file, tmp_path) -> None:
     dest = tmp_path / "sq-bundle"
     res = cli("export", "lpips-squeeze", "--weights", weights_file("squeezenet1_1"), "--out", dest)
@@ -799,6 +800,7 @@ def test_export_unknown_tap_names_only_the_bad_one(weights_file) -> None:
     assert close is not None and "layer2" in close.group(1).split(", ")
 
 
+@pytest.mark.slow  # a whole export of its own
 def test_score_with_weights_makes_the_cached_bundle(weights_file, good, tmp_path) -> None:
     home = tmp_path / "home"
     env = {"DPS_FAST_HOME": str(home)}

@@ -645,6 +645,7 @@ def test_cuda_provider_that_loads(bundle, monkeypatch) -> None:
 # load / from_pretrained and the cache
 
 
+@pytest.mark.slow  # a whole export of its own
 def test_load_exports_into_cache_then_reuses(
     tmp_path, monkeypatch, weights_file, squeeze, pairs, bundle
 ) -> None:

@@ -160,6 +160,7 @@ def test_precision_variants(tmp_path, weights_file, precision) -> None:
     np.testing.assert_allclose(via_features, got, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow  # a whole export of its own
 def test_export_to_cache_uses_weights_key(weights_file) -> None:
     from dps_fast.cache import bundle_dir
     from dps_fast.hashing import sha256_file
@@ -239,6 +240,7 @@ def test_weights_garbage_file(tmp_path) -> None:
         export_model("lpips-alex", weights=p, out=tmp_path / "b")
 
 
+@pytest.mark.slow  # two exports of its own
 def test_weights_safetensors(tmp_path, weights_file, bundle) -> None:
     """A .safetensors state dict exports the same trunk as the same weights in a .pth file."""
     from safetensors.torch import save_file
@@ -350,6 +352,7 @@ def test_stale_cached_bundle_is_reexported(tmp_path, monkeypatch) -> None:
     assert resolve_bundle("dists") == dest and len(calls) == 1  # current: used as it is
 
 
+@pytest.mark.slow  # a whole export of its own
 def test_unwritable_output_folder(tmp_path, weights_file) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")

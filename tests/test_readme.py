@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.weights import make_random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,7 @@ def test_readme_states_the_two_setup_commands() -> None:
     assert f'-e "{extras}"' in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow  # a whole export of its own
 def test_readme_offline_main_job_runs_as_written(tmp_path: Path) -> None:
     (offline,) = [
         ln for ln in _bash_lines() if ln.startswith("dps-fast score") and "--weights" in ln
