@@ -41,6 +41,10 @@ NUMPY_HEADS = ("lpips", "lpips-baseline", "dps")
 SPLIT_MIN_DENSITY = 16.0
 SPLIT_MIN_PIXELS = 128 * 128
 SPLIT_ANY_PIXELS = 768 * 768
+# Strategies of Engine.plan (how score() runs host pairs).
+ONE_VS_MANY = "one-vs-many"
+SPLIT = "split"
+PAIR = "pair"
 
 
 # How a model name becomes a bundle folder. The engine only opens bundles; finding one by name
@@ -317,26 +321,13 @@ class Engine:
         step = self.batch_len(h, w)
         per_tap = np.empty((n, len(self.bundle.taps)), np.float32)
         maps = np.empty((n, h, w), np.float32) if spatial else None
-        if not spatial and (ba.shape[0] == 1) != (bb.shape[0] == 1):
+        plan = self.plan(ba.shape[0], bb.shape[0], h, w, spatial=spatial)
+        if plan == ONE_VS_MANY:
             self._score_one_vs_many(ba, bb, step, per_tap)
-        elif not spatial and self._split_pairs(h, w):
-            for i in range(0, n, step):
-                j = min(n, i + step)
-                # a and b in two trunk runs: no copy of the inputs into one batch, and smaller
-                # activations (benchmarks/results/engine-defaults.md).
-                fa = self._run("trunk", {"image": ba[i:j]})
-                fb = self._run("trunk", {"image": bb[i:j]})
-                per_tap[i:j] = self._host_head(fa, fb)
+        elif plan == SPLIT:
+            self._score_split(ba, bb, step, per_tap)
         else:
-            role = "pair_spatial" if spatial else "pair"
-            for i in range(0, n, step):
-                j = min(n, i + step)
-                xa = ba[i:j] if ba.shape[0] > 1 else np.repeat(ba, j - i, axis=0)
-                xb = bb[i:j] if bb.shape[0] > 1 else np.repeat(bb, j - i, axis=0)
-                out = self._run(role, {"a": xa, "b": xb})
-                per_tap[i:j] = out[0]
-                if maps is not None:
-                    maps[i:j] = out[1][:, 0]
+            self._score_pair_graph(ba, bb, step, per_tap, maps)
         if spatial:
             assert maps is not None
             return (per_tap, maps) if per_layer else maps
@@ -440,6 +431,51 @@ class Engine:
             maps = out[1][:, 0]
             return (per_tap, maps) if per_layer else maps
         return per_tap if per_layer else distances.reduce_taps(per_tap, self.bundle.reduce)
+
+    def plan(self, n_a: int, n_b: int, h: int, w: int, *, spatial: bool = False) -> str:
+        """How :meth:`score` runs host pairs of this shape — the one place the strategy is chosen.
+
+        ``"one-vs-many"``: one image against many; its trunk runs once and the head scores it
+        against each of the others. ``"split"`` (CPU, LPIPS family, large enough; see
+        ``SPLIT_*``): trunk graph on a and b, then the NumPy head. ``"pair"``: one pair-graph
+        run per batch (both trunks and the head; ``pair_spatial`` for maps).
+        """
+        if spatial:
+            return PAIR
+        if (n_a == 1) != (n_b == 1):
+            return ONE_VS_MANY
+        return SPLIT if self._split_pairs(h, w) else PAIR
+
+    def _score_split(self, ba: np.ndarray, bb: np.ndarray, step: int, per_tap: np.ndarray) -> None:
+        """Trunk graph on a and b in two runs per batch, then the NumPy head on the host."""
+        n = per_tap.shape[0]
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            # Two trunk runs, not one on [a; b]: no copy of the inputs into one batch, and
+            # smaller activations (benchmarks/results/engine-defaults.md).
+            fa = self._run("trunk", {"image": ba[i:j]})
+            fb = self._run("trunk", {"image": bb[i:j]})
+            per_tap[i:j] = self._host_head(fa, fb)
+
+    def _score_pair_graph(
+        self,
+        ba: np.ndarray,
+        bb: np.ndarray,
+        step: int,
+        per_tap: np.ndarray,
+        maps: np.ndarray | None,
+    ) -> None:
+        """One pair-graph run per batch (``pair_spatial`` when ``maps`` is asked for)."""
+        n = per_tap.shape[0]
+        role = "pair" if maps is None else "pair_spatial"
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            xa = ba[i:j] if ba.shape[0] > 1 else np.repeat(ba, j - i, axis=0)
+            xb = bb[i:j] if bb.shape[0] > 1 else np.repeat(bb, j - i, axis=0)
+            out = self._run(role, {"a": xa, "b": xb})
+            per_tap[i:j] = out[0]
+            if maps is not None:
+                maps[i:j] = out[1][:, 0]
 
     def _score_one_vs_many(
         self, ba: np.ndarray, bb: np.ndarray, step: int, per_tap: np.ndarray
