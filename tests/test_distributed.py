@@ -244,3 +244,16 @@ def test_backend_ray_option_errors(manifest, tmp_path) -> None:
     r = run("--backend", "ray", "--out", str(tmp_path / "o"), "--device", "cuda")
     assert r.exit_code == 2 and "--device cuda needs GPUs for the actors" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_actors_use_the_cpus_ray_gives_them(manifest, engines) -> None:
+    from dps_fast.distributed.ray_backend import _make_plan
+
+    common: dict[str, Any] = dict(model="unused", weights=None, device="auto", precision="fp32",
+                                  batch_size=None, resize="none", per_layer=False, workers=None,
+                                  decode="auto", engine=engines("lpips-alex"))  # fmt: skip
+    cpu = _make_plan(manifest, gpus=0, cpus=3, **common)
+    assert cpu.engine_options["threads"] == 3 and cpu.score_options["workers"] == 3
+    gpu = _make_plan(manifest, gpus=1, cpus=4, **common)
+    assert gpu.engine_options["threads"] is None and gpu.score_options["workers"] == 4
+    assert len(cpu.planned) == 154 and cpu.bundle_sha256

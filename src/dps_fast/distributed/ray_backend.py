@@ -322,6 +322,7 @@ def _make_plan(
     workers: int | None,
     decode: str,
     gpus: float = 0.0,
+    cpus: float = 1.0,
     engine: Any = None,
 ) -> _Plan:
     from ..engine import Engine
@@ -342,11 +343,17 @@ def _make_plan(
         engine=engine,
         bundle_path=path,
         bundle_sha256=sha256_file(path / MANIFEST),
-        engine_options={"device": device, "precision": precision, "batch_size": batch_size},
+        engine_options={
+            "device": device,
+            "precision": precision,
+            "batch_size": batch_size,
+            # A CPU actor computes on the CPUs Ray gave it, not on all of its node's cores.
+            "threads": None if gpus else max(1, round(cpus)),
+        },
         score_options={
             "per_layer": per_layer,
             "resize": resize,
-            "workers": workers,
+            "workers": workers or max(1, round(cpus)),  # decode threads: the actor's CPUs
             "decode": decode,
         },
     )
@@ -449,9 +456,17 @@ def build_dataset(
         workers=workers,
         decode=decode,
         gpus=opts.gpus_per_actor,
+        cpus=opts.cpus_per_actor,
     )
     check_resources(opts)
     return _dataset(plan, plan.planned, opts, uuid.uuid4().hex[:12], ship_bundle)
+
+
+def _version_of(module: str) -> str | None:
+    try:
+        return str(__import__(module).__version__)
+    except (ImportError, AttributeError):
+        return None
 
 
 def _engine_provenance(plan: _Plan) -> dict[str, Any]:
@@ -511,6 +526,7 @@ def score_pairs_ray(
         workers=workers,
         decode=decode,
         gpus=opts.gpus_per_actor,
+        cpus=opts.cpus_per_actor,
         engine=engine,
     )
     taps = list(plan.engine.tap_names) if per_layer else []
@@ -518,6 +534,8 @@ def score_pairs_ray(
         "dps_fast": __version__,
         "backend": "ray",
         "ray": ray.__version__,
+        "pyarrow": pa.__version__,
+        "onnxruntime": _version_of("onnxruntime"),
         "pairs": len(plan.planned),
         "pairs_sha256": pairs_digest(plan.planned),
         "columns": result_columns(taps),
