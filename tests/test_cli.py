@@ -812,6 +812,12 @@ def test_score_with_weights_makes_the_cached_bundle(weights_file, good, tmp_path
     res = cli("score", a, b, "--model", "lpips-squeeze", "--weights", w, "--out", out, env=env)
     check_summary(res.stderr, len(GOOD_NAMES), 0)
     assert (cached / "manifest.json").is_file()
+    # the first run says that it exports (and where), before the long silent step
+    notes = [ln for ln in res.stderr.splitlines() if ln.startswith("note: ")]
+    assert notes[0] == (
+        f"note: first use of lpips-squeeze here: exporting its bundle once (10–60 s) to {cached}"
+    )
+    assert notes[1].startswith("note: exported lpips-squeeze in ")
     meta = json.loads((tmp_path / "sq.csv.meta.json").read_text(encoding="utf-8"))
     assert Path(meta["bundle"]) == cached and meta["model"] == "lpips-squeeze"
     rows = read_csv(out.read_text(encoding="utf-8"))
@@ -820,8 +826,13 @@ def test_score_with_weights_makes_the_cached_bundle(weights_file, good, tmp_path
     np.testing.assert_allclose([float(r["score"]) for r in rows], ref, rtol=0, atol=TOL)
     # A second run uses the cached bundle (not exported again).
     stamp = (cached / "manifest.json").stat().st_mtime_ns
-    cli("score", a, b, "--model", "lpips-squeeze", "--weights", w, env=env)
+    res = cli("score", a, b, "--model", "lpips-squeeze", "--weights", w, env=env)
     assert (cached / "manifest.json").stat().st_mtime_ns == stamp
+    assert "export" not in res.stderr
+    # ... and the export made it the model's default: no --weights needed any more
+    res = cli("score", a, b, "--model", "lpips-squeeze", "--out", out, env=env)
+    meta = json.loads((tmp_path / "sq.csv.meta.json").read_text(encoding="utf-8"))
+    assert Path(meta["bundle"]) == cached and "export" not in res.stderr
     # `info NAME --weights W` finds the same bundle in the cache.
     res = cli("info", "lpips-squeeze", "--weights", w, env=env)
     assert f"bundle     {cached}" in res.stdout

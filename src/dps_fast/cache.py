@@ -29,6 +29,21 @@ def bundle_dir(model: str, key: str = "torchvision") -> Path:
     return cache_root() / "bundles" / model / key
 
 
+def hash_cache_file() -> Path:
+    """Where weights files' sha256 are remembered by file identity (path, size, mtime, inode)."""
+    return cache_root() / "weights-sha256.json"
+
+
+def default_file(model: str) -> Path:
+    """The file naming the weights key of ``model``'s default bundle (its last export)."""
+    return cache_root() / "bundles" / model / "DEFAULT"
+
+
+def aliases_file() -> Path:
+    """Aliases given with ``dps-fast export … --alias NAME``: name → model and weights key."""
+    return cache_root() / "aliases.json"
+
+
 def cached_bundles() -> dict[str, list[str]]:
     """Model name → weights keys that have a complete bundle (a manifest) in the cache."""
     root = cache_root() / "bundles"

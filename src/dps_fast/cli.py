@@ -100,40 +100,102 @@ NO_PROGRESS = typer.Option(
 def _make_engine(
     model: str, weights: Path | None, device: str, precision: str, batch_size: int | None
 ) -> Engine:
+    import importlib.util
+
     from .engine import Engine
     from .errors import DpsFastError
+    from .hub import needs_export
 
+    dest = needs_export(model, weights)
+    if dest is not None and importlib.util.find_spec("torch") is not None:
+        # The first run of a model exports its bundle: say so, it takes a while.
+        _err(f"note: first use of {model} here: exporting its bundle once (10–60 s) to {dest}")
+    t0 = time.perf_counter()
     try:
-        return Engine(
+        engine = Engine(
             model, device=device, precision=precision, weights=weights, batch_size=batch_size
         )
     except (DpsFastError, ValueError, FileNotFoundError) as e:
         _fail(" ".join(str(e).split()))
+    if dest is not None and engine.bundle.path == dest:
+        _err(f"note: exported {engine.bundle.model} in {time.perf_counter() - t0:.1f} s")
+    return engine
 
 
 class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+    """A one-line progress bar on stderr (only when it is a terminal): pairs done, rate, ETA.
 
-    def __init__(self, total: int) -> None:
+    Advanced per scored batch (``PairScorer(on_progress=…)``), redrawn at most every 0.1 s.
+    """
+
+    def __init__(self, total: int, *, stream: Any = None, on: bool | None = None) -> None:
         self.total = total
-        self.on = sys.stderr.isatty()
+        self.stream = stream if stream is not None else sys.stderr
+        self.on = self.stream.isatty() if on is None else on
         self.start = time.perf_counter()
         self.last = 0.0
+        self.done = 0
 
-    def update(self, done: int) -> None:
+    def advance(self, n: int) -> None:
+        self.done = min(self.total, self.done + n)
+        self.draw()
+
+    def draw(self, force: bool = False) -> None:
         now = time.perf_counter()
-        if not self.on or (now - self.last < 0.2 and done < self.total):
+        if not self.on or (not force and now - self.last < 0.1 and self.done < self.total):
             return
         self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        frac = done / max(self.total, 1)
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.done / elapsed
+        frac = self.done / max(self.total, 1)
         bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r[{bar:<30}] {done}/{self.total} pairs, {rate:.1f} pairs/s")
-        sys.stderr.flush()
+        if self.done >= self.total:
+            tail = f"{_clock(elapsed)} in all"
+        elif self.done:
+            tail = f"ETA {_clock((self.total - self.done) / rate)}"
+        else:
+            tail = "ETA --:--"
+        self.stream.write(
+            f"\r[{bar:<30}] {self.done}/{self.total} pairs, {rate:.1f} pairs/s, {tail}   "
+        )
+        self.stream.flush()
 
     def close(self) -> None:
         if self.on:
-            sys.stderr.write("\n")
+            self.draw(force=True)
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _resume_command() -> str:
+    """The command line of this run (options at their default left out) with ``--resume``:
+    what continues an interrupted run."""
+    import shlex
+
+    import click
+
+    ctx = click.get_current_context()
+    parts = ["dps-fast", ctx.info_name or ""]
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name or "")
+        if isinstance(p, click.Argument):
+            parts.append(str(value))
+            continue
+        if p.name == "resume" or value is None or value == p.default or not p.opts:
+            continue
+        flag = max(p.opts, key=len)  # the long form
+        if isinstance(p, click.Option) and p.is_flag:
+            if value:
+                parts.append(flag)
+            continue
+        parts += [flag, str(value)]
+    return shlex.join([*parts, "--resume"])
 
 
 def _provenance(engine: Engine, options: dict[str, Any]) -> dict[str, Any]:
@@ -245,18 +307,29 @@ def _write_rows(
     for n in notes:
         _err(n)
     progress = _Progress(len(todo))
+    scorer.on_progress = progress.advance
     t0 = time.perf_counter()
+    written = 0
     rows = scorer.run(todo)
     try:
         with writer:
-            for i, rec in enumerate(rows, 1):
+            for rec in rows:
                 writer.write(rec)
-                progress.update(i)
+                written += 1
     except DpsFastError as e:  # e.g. a graph of the bundle that fails its check on first use
         progress.close()
         _fail(" ".join(str(e).split()))
     except OSError as e:
         _fail_write(e, out)
+    except KeyboardInterrupt:
+        rows.close()  # stop decoding
+        progress.close()
+        _err(f"interrupted: {written} of {len(todo)} pairs written")
+        if out is not None:
+            _err(f"continue with:\n  {_resume_command()}")
+        else:
+            _err("rows went to stdout: run with --out FILE to be able to continue with --resume")
+        raise typer.Exit(130) from None
     finally:
         rows.close()
     progress.close()
@@ -502,7 +575,7 @@ def score_pairs_cmd(
 
 @app.command()
 def matrix(
-    folder: Path = typer.Argument(..., metavar="DIR", help="Folder of images of one size."),
+    folder: Path = typer.Argument(..., metavar="DIR", help="Folder of images (recursive)."),
     out: Path = typer.Option(..., "--out", "-o", help="M.npy (+ M.labels.txt) or M.csv"),
     model: str = MODEL,
     weights: Path | None = WEIGHTS,
@@ -510,51 +583,100 @@ def matrix(
     precision: str = PRECISION,
     batch_size: int | None = BATCH,
     workers: int | None = WORKERS,
-    resize: str = RESIZE,
+    resize: str = typer.Option(
+        "none", "--resize", help="none | short-side:N | WxH (e.g. 256x256): one size for all."
+    ),
+    crop: str = typer.Option(
+        "none", "--crop", help="none | center: crop to W:H before --resize WxH (no stretching)."
+    ),
+    max_memory: str = typer.Option(
+        "1GB", "--max-memory", help="Features held at once, e.g. 1GB, 300MB; beyond, blocks."
+    ),
 ) -> None:
     """All-pairs distance matrix of a folder.
 
-    Features are computed once per image.
+    Features are computed once per image while they fit --max-memory, else block by block
+    (memory stays bounded, the trunk runs more than once per image). An unreadable image gets
+    a NaN row and column and is named on stderr and in M.npy.meta.json (exit 1).
 
     \b
-    Example:
+    Examples:
       dps-fast matrix photos/ --out m.npy
+      dps-fast matrix photos/ --out m.csv --resize 256x256 --crop center --max-memory 300MB
     """
     import csv
 
     import numpy as np
 
-    from .io.results import format_float
-    from .pipeline import distance_matrix
+    from .io.pairing import list_images
+    from .io.results import format_float, write_meta
+    from .matrix import compute_matrix, parse_budget, parse_matrix_resize
 
     if out.suffix not in (".npy", ".csv"):
         _fail(f"--out must end in .npy or .csv, got {out.name!r}")
     if not folder.is_dir():
         _fail(f"folder not found: {folder}")
+    try:
+        budget = parse_budget(max_memory)
+        rs = parse_matrix_resize(resize, crop)
+    except ValueError as e:
+        _fail(f"--max-memory/--resize/--crop: {e}")
+    names = list_images(folder)
+    if not names:
+        _fail(f"no images found in {folder}")
     engine = _make_engine(model, weights, device, precision, batch_size)
+    n = len(names)
+    # The matrix is written into a file as it is filled (a memory map), so it need not fit in
+    # RAM either; the .npy is renamed into place only when complete.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npy")
     t0 = time.perf_counter()
     try:
-        m, labels = distance_matrix(folder, engine=engine, resize=resize, workers=workers)
-    except ValueError as e:
-        _fail(" ".join(str(e).split()))
-    try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        m = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, n))
+    except OSError as e:
+        _fail(f"cannot write {out}: {e.strerror or e}")
+
+    def say_plan(plan: Any) -> None:
+        _err(f"matrix: {plan.describe()}")
+
+    try:
+        res = compute_matrix(folder, engine=engine, resize=rs, max_feature_bytes=budget,
+                             workers=workers, out=m, on_plan=say_plan)  # fmt: skip
+        m.flush()
         if out.suffix == ".npy":
-            np.save(out, m)
-            out.with_suffix(".labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+            del m
+            os.replace(tmp, out)
+            out.with_suffix(".labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
         else:
             with open(out, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f, lineterminator="\n")
-                w.writerow(["", *labels])
-                for lab, row in zip(labels, m, strict=True):
+                w.writerow(["", *names])
+                for lab, row in zip(names, m, strict=True):
                     w.writerow([lab, *(format_float(v) for v in row)])
+    except ValueError as e:
+        _fail(" ".join(str(e).split()))
     except OSError as e:
         _fail(f"cannot write {out}: {e.strerror or e}")
-    n = len(labels)
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds = time.perf_counter() - t0
+    meta = _provenance(engine, {"dir": str(folder), "resize": str(rs), "crop": crop,
+                                "max_memory": budget, "batch_size": batch_size})  # fmt: skip
+    meta.update(images=n, labels=names, errors=res.errors, seconds=seconds,
+                plan=None if res.plan is None else res.plan.as_dict())  # fmt: skip
+    try:
+        write_meta(out, meta)
+    except OSError as e:
+        _fail(str(e))
+    for name, why in res.errors.items():
+        _err(f"  unreadable (NaN row and column): {name}: {why}")
     _err(
-        f"matrix: {n} images, {n * (n - 1) // 2} pairs in {time.perf_counter() - t0:.2f} s "
-        f"({engine.info['model']}, {engine.device}) → {out}"
+        f"matrix: {n} images, {n * (n - 1) // 2} pairs in {seconds:.2f} s "
+        f"({engine.info['model']}, {engine.device})"
+        + (f", {len(res.errors)} unreadable" if res.errors else "")
+        + f" → {out}"
     )
+    raise typer.Exit(1 if res.errors else 0)
 
 
 @app.command()
@@ -665,21 +787,31 @@ def export(
     int8: bool = typer.Option(
         False, "--int8", help="Also make int8 (quantized trunk) graph variants (CPU)."
     ),
+    alias: str | None = typer.Option(
+        None, "--alias", help="A name for this bundle: later commands take -m NAME."
+    ),
 ) -> None:
     """Export a model to a validated ONNX bundle.
 
-    Needs the [export] extra (PyTorch).
+    Needs the [export] extra (PyTorch). A bundle exported into the cache becomes its model's
+    default: later commands find it by the model name (or --alias), without --weights.
 
     \b
     Examples:
       dps-fast export lpips-alex
       dps-fast export lpips-alex --weights alexnet-owt-7be5be79.pth --int8
+      dps-fast export lpips-alex --weights finetuned.pth --alias my-alex
       dps-fast export dps --arch resnet18 --taps layer1,layer2
     """
     from .errors import DpsFastError
+    from .hub import check_alias, remember_export
     from .registry import custom_dps_spec, get_model
 
     try:
+        if alias is not None:
+            check_alias(alias)
+            if out is not None:
+                _fail("--alias names a bundle in the cache; leave out --out")
         if model == "dps":
             if not arch or not taps:
                 _fail("`dps-fast export dps` needs --arch A --taps T1,T2")
@@ -702,6 +834,13 @@ def export(
     except FileNotFoundError as e:
         _fail(str(e))
     _err(f"exported {spec.name} in {time.perf_counter() - t0:.1f} s")
+    if out is None:
+        try:
+            remember_export(path, alias)
+        except (OSError, ValueError) as e:
+            _fail(f"exported to {path}, but could not record it as the default: {e}")
+        name = alias or spec.name
+        _err(f"`-m {name}` now finds this bundle (no --weights needed)")
     typer.echo(str(path))
 
 
@@ -721,8 +860,9 @@ def info(
       dps-fast info path/to/bundle --json
     """
     from .bundle import read_bundle
+    from .cache import cached_bundles
     from .errors import DpsFastError
-    from .hub import cached_bundle_path
+    from .hub import cached_bundle_path, export_command
 
     p = Path(bundle)
     try:
@@ -730,6 +870,13 @@ def info(
         is_path = p.exists() or "/" in bundle or os.sep in bundle
         if not (p / "manifest.json").is_file() and not is_path:
             p = cached_bundle_path(bundle, weights)
+            if not (p / "manifest.json").is_file():
+                others = cached_bundles().get(p.parent.name, [])
+                also = f"; the cache has {', '.join(others)} for it" if others else ""
+                _fail(
+                    f"no bundle for {bundle} in the cache ({p}){also}; make one with "
+                    f"`{export_command(p.parent.name, weights)}`"
+                )
         b = read_bundle(p)
     except (DpsFastError, ValueError, FileNotFoundError) as e:
         _fail(" ".join(str(e).split()))

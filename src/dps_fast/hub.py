@@ -9,15 +9,16 @@ time; the export step is imported lazily.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 from .bundle import MANIFEST, stale_manifest
-from .cache import bundle_dir, weights_key
+from .cache import aliases_file, bundle_dir, default_file, hash_cache_file, weights_key
 from .engine import Engine, set_bundle_resolver
 from .errors import BundleNotFoundError, WeightsNotFoundError
-from .hashing import sha256_file
+from .hashing import sha256_file_cached
 from .registry import get_model
 
 log = logging.getLogger("dps_fast")
@@ -48,20 +49,103 @@ def _torch_available() -> bool:
 def export_command(
     model: str, weights: str | os.PathLike[str] | None, precision: str = "fp32"
 ) -> str:
-    w = f" --weights {weights}" if weights is not None else ""
+    """The complete ``dps-fast export`` command that makes ``model``'s bundle for ``weights``."""
+    w = f" --weights {_quote(weights)}" if weights is not None else ""
     flag = f" --{precision}" if precision in ("fp16", "int8") else ""
     return f"dps-fast export {model}{w}{flag}"
 
 
-def cached_bundle_path(model: str, weights: str | os.PathLike[str] | None = None) -> Path:
-    """Cache folder of registry model ``model`` with ``weights`` (which may not exist yet)."""
-    spec = get_model(model)  # raises UnknownModelError listing valid names
-    if weights is None:
-        return bundle_dir(spec.name, weights_key(None))
+def _quote(p: str | os.PathLike[str]) -> str:
+    import shlex
+
+    return shlex.quote(os.fspath(p))
+
+
+def weights_sha256(weights: str | os.PathLike[str]) -> str:
+    """sha256 of a weights file, hashed once per file identity (path, size, mtime, inode)."""
     wp = Path(weights).expanduser()
     if not wp.is_file():
         raise WeightsNotFoundError(f"weights file not found: {wp}")
-    return bundle_dir(spec.name, weights_key(sha256_file(wp)))
+    return sha256_file_cached(wp, hash_cache_file())
+
+
+def read_aliases() -> dict[str, dict[str, str]]:
+    """Aliases made by ``export --alias``: name → {"model", "key"} (empty when none)."""
+    try:
+        table = json.loads(aliases_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
+def default_key(model: str) -> str | None:
+    """Weights key of ``model``'s default bundle (its last export), if that bundle exists."""
+    try:
+        key = default_file(model).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return key if key and (bundle_dir(model, key) / MANIFEST).is_file() else None
+
+
+def remember_export(path: Path, alias: str | None = None) -> None:
+    """Make a bundle in the cache (``bundles/<model>/<key>``) its model's default, and give it
+    ``alias`` when asked: later commands find it by name, without ``--weights``."""
+    model, key = path.parent.name, path.name
+    if path != bundle_dir(model, key):
+        if alias is not None:
+            raise ValueError(f"--alias names bundles in the cache; {path} is outside it")
+        return
+    default_file(model).write_text(key + "\n", encoding="utf-8")
+    if alias is not None:
+        check_alias(alias)
+        table = read_aliases()
+        table[alias] = {"model": model, "key": key}
+        _write_json(aliases_file(), table)
+
+
+def check_alias(alias: str) -> None:
+    """An alias must not shadow a registry name or look like a path."""
+    from .registry import list_models
+
+    if not alias or "/" in alias or os.sep in alias or alias in {s.name for s in list_models()}:
+        raise ValueError(
+            f"expected an alias that is neither a registry model name nor a path, got {alias!r}"
+        )
+
+
+def _write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def cached_bundle_path(model: str, weights: str | os.PathLike[str] | None = None) -> Path:
+    """Cache folder of ``model`` (a registry name or an alias) with ``weights``, which may not
+    exist yet. Without ``weights``: the model's default bundle (its last export), else the
+    torchvision-weights one."""
+    alias = read_aliases().get(model)
+    if alias is not None and weights is None:
+        return bundle_dir(alias["model"], alias["key"])
+    spec = get_model(model)  # raises UnknownModelError listing valid names
+    if weights is None:
+        return bundle_dir(spec.name, default_key(spec.name) or weights_key(None))
+    return bundle_dir(spec.name, weights_key(weights_sha256(weights)))
+
+
+def needs_export(
+    model: str | os.PathLike[str], weights: str | os.PathLike[str] | None
+) -> Path | None:
+    """The cache folder a registry model's bundle would be exported to, or None when it exists
+    (or ``model`` is a folder): lets the CLI say so before a long first run."""
+    p = Path(model)
+    if isinstance(model, os.PathLike) or (p / MANIFEST).is_file() or os.sep in str(model):
+        return None
+    try:
+        dest = cached_bundle_path(str(model), weights)
+    except (ValueError, FileNotFoundError):
+        return None  # resolve_bundle reports it
+    return None if (dest / MANIFEST).is_file() else dest
 
 
 def resolve_bundle(
@@ -84,11 +168,18 @@ def resolve_bundle(
             )
         if not (p / MANIFEST).is_file():
             raise BundleNotFoundError(
-                f"no bundle at {p} (no {MANIFEST}); make one with `dps-fast export MODEL --out {p}`"
+                f"no bundle at {p} (no {MANIFEST}); make one with "
+                f"`dps-fast export lpips-alex --out {_quote(p)}` (or the model you want, "
+                "see `dps-fast models`)"
             )
         return p
     dest = cached_bundle_path(str(model), weights)
-    spec = get_model(str(model))
+    if str(model) in read_aliases() and weights is None and not (dest / MANIFEST).is_file():
+        raise BundleNotFoundError(
+            f"alias {model!r} names the bundle {dest}, which is gone; export it again with "
+            f"--alias {model}"
+        )
+    spec = get_model(dest.parent.name)
     key = dest.name
     stale = stale_manifest(dest)
     if (dest / MANIFEST).is_file() and (
@@ -111,13 +202,24 @@ def resolve_bundle(
         )
     from .export import export_model
 
+    made_from = stale.get("weights") if stale is not None else None
+    if weights is None and isinstance(made_from, dict) and made_from.get("source") == "file":
+        weights = str(made_from.get("name"))  # a default/alias bundle made from a weights file
+        if not Path(weights).is_file():
+            raise BundleNotFoundError(
+                f"the cached bundle {dest} predates a numerics fix and its weights file "
+                f"{weights} is gone; re-export it with `{export_command(spec.name, 'FILE')}` "
+                "naming the weights file"
+            )
     why = "no cached bundle" if stale is None else "the cached bundle predates a numerics fix"
     log.info("%s for %s (%s): exporting it now", why, spec.name, key)
     had = "".join(stale["graphs"]) if stale is not None else ""  # keep its precision variants
-    return export_model(
+    path = export_model(
         spec, weights=weights, out=dest, force=True, fp16=precision == "fp16" or "@fp16" in had,
         int8=precision == "int8" or "@int8" in had,
     )  # fmt: skip
+    remember_export(path)
+    return path
 
 
 def load(

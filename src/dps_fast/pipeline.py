@@ -12,7 +12,7 @@ import os
 import stat
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from .io.decode import (
 )
 from .io.gpu_decode import BatchDecoder, shared_gpu_decoder
 from .io.heatmap import HeatmapWriter
-from .io.pairing import Pair, list_images, pair_dirs, read_pairs_manifest
+from .io.pairing import Pair, pair_dirs, read_pairs_manifest
 
 Record = dict[str, Any]
 
@@ -203,8 +203,12 @@ class PairScorer:
         vmax: float | None = None,
         heatmap_style: str = "map",
         spatial_npy: bool = False,
+        on_progress: Callable[[int], None] | None = None,
     ) -> None:
         self.engine = engine
+        # Called with a number of pairs each time a batch is scored (or pairs fail before
+        # scoring): progress per batch, ahead of the window's records.
+        self.on_progress = on_progress
         self.resize = parse_resize(resize) if isinstance(resize, str) else resize
         self.per_layer = per_layer
         self.spatial_dir = None if spatial_dir is None else Path(spatial_dir)
@@ -373,11 +377,16 @@ class PairScorer:
         for it, p in zip(items, per_tap, strict=True):
             it.per_tap = p
 
+    def _progress(self, n: int) -> None:
+        if self.on_progress is not None and n:
+            self.on_progress(n)
+
     def _run_window(self, items: list[_Item]) -> None:
         groups: dict[tuple[int, ...], list[_Item]] = {}
         for it in items:
             if not it.error and it.a is not None:
                 groups.setdefault(it.a.shape, []).append(it)
+        self._progress(sum(1 for it in items if it.error or it.a is None))
         for group in groups.values():
             h, w = group[0].a.shape[:2]  # type: ignore[union-attr]
             step = self.engine.batch_len(h, w)
@@ -388,6 +397,7 @@ class PairScorer:
                 except (ValueError, OSError, RuntimeError) as e:
                     for it in chunk:
                         it.error = f"scoring failed: {_describe(e)}"
+                self._progress(len(chunk))
 
     def _record(self, it: _Item) -> Record:
         rec: Record = {"a": it.pair.a, "b": it.pair.b, "score": None, "error": it.error}
@@ -503,12 +513,15 @@ class PairScorer:
                 prep = pending.popleft().result()
                 t1 = time.perf_counter()
                 release = getattr(self.decoder, "release", None)
+                on_cpu = {id(it) for it in prep.cpu}  # _run_window counts those
+                self._progress(sum(1 for it in windows[k] if it.error and id(it) not in on_cpu))
                 for chunk, a, b in prep.batches:
                     try:
                         self._score_batch(chunk, a, b)
                     except (ValueError, OSError, RuntimeError) as e:
                         for it in chunk:
                             it.error = f"scoring failed: {_describe(e)}"
+                    self._progress(len(chunk))
                     if release is not None:  # device buffers go back to the decoder's pool
                         release(a)
                         release(b)
@@ -681,32 +694,23 @@ def distance_matrix(
     *,
     engine: Engine | None = None,
     resize: str = "none",
+    crop: str | None = None,
     workers: int | None = None,
+    max_feature_bytes: int | None = None,
     **options: Any,
 ) -> tuple[np.ndarray, list[str]]:
-    """All-pairs distances of a folder's images (features computed once per image).
+    """All-pairs distances of a folder's images (features computed once per image while they
+    fit ``max_feature_bytes``, default 1 GiB; else block by block).
 
-    Returns a symmetric float32 [N, N] matrix with a zero diagonal, and the image labels.
-    All images must have one size (after ``resize``): otherwise a ValueError lists the sizes.
+    Returns a symmetric float32 [N, N] matrix with a zero diagonal, and the image labels. An
+    unreadable image gets a NaN row and column (:func:`dps_fast.matrix.compute_matrix` also
+    says why). All images must have one size after ``resize`` (``none``, ``short-side:N`` or
+    ``WxH``, with ``crop="center"``): otherwise a ValueError lists the sizes.
     """
-    root = Path(folder)
-    names = list_images(root) if root.is_dir() else []
-    if not names:
-        raise ValueError(f"no images found in {root}")
+    from .matrix import DEFAULT_FEATURE_BUDGET, compute_matrix
+
     eng = _engine(engine, options)
-    loader = _Loader(parse_resize(resize), eng.bundle.min_size)
-    with ThreadPoolExecutor(workers or default_workers()) as pool:
-        imgs = list(pool.map(lambda n: loader.decode(root / n), names))
-    sizes = sorted({i.shape[:2] for i in imgs})
-    if len(sizes) > 1:
-        raise ValueError(
-            f"matrix needs images of one size, found {len(sizes)}: "
-            f"{', '.join(f'{h}×{w}' for h, w in sizes[:6])}; use --resize short-side:N on "
-            "images of one aspect ratio, or resize them first"
-        )
-    mh, mw = eng.bundle.min_size
-    if sizes[0][0] < mh or sizes[0][1] < mw:
-        raise ValueError(f"images are {sizes[0][0]}×{sizes[0][1]}, this model needs {mh}×{mw}")
-    batch = np.stack(imgs)
-    del imgs
-    return eng.pairwise(batch), names
+    budget = DEFAULT_FEATURE_BUDGET if max_feature_bytes is None else max_feature_bytes
+    res = compute_matrix(folder, engine=eng, resize=resize, crop=crop, workers=workers,
+                         max_feature_bytes=budget)  # fmt: skip
+    return res.matrix, res.labels

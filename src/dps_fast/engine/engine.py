@@ -381,9 +381,10 @@ class Engine:
                     f"got {v.dtype} {v.shape}"
                 )
             if v.dtype == np.uint8 and not self._u8:
+                cmd = f"dps-fast export {self.bundle.model} --force"
                 raise ValueError(
                     f"this bundle has no @uint8-nhwc graphs for uint8 CUDA arrays: re-export "
-                    f"with `dps-fast export {self.bundle.model} --force`, or pass float32 NCHW"
+                    f"with `{cmd}`, or pass float32 NCHW"
                 )
             views.append(CudaArrayView(v.ptr, shape, v.dtype, v.stream))
         if len({(v.shape, v.dtype) for v in views}) > 1:
