@@ -815,7 +815,8 @@ def test_score_with_weights_makes_the_cached_bundle(weights_file, good, tmp_path
     # the first run says that it exports (and where), before the long silent step
     notes = [ln for ln in res.stderr.splitlines() if ln.startswith("note: ")]
     assert notes[0] == (
-        f"note: first use of lpips-squeeze here: exporting its bundle once (10–60 s) to {cached}"
+        "note: first use of lpips-squeeze here: exporting its bundle once (about a minute) "
+        f"to {cached}"
     )
     assert notes[1].startswith("note: exported lpips-squeeze in ")
     meta = json.loads((tmp_path / "sq.csv.meta.json").read_text(encoding="utf-8"))

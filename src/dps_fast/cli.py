@@ -109,7 +109,9 @@ def _make_engine(
     dest = needs_export(model, weights)
     if dest is not None and importlib.util.find_spec("torch") is not None:
         # The first run of a model exports its bundle: say so, it takes a while.
-        _err(f"note: first use of {model} here: exporting its bundle once (10–60 s) to {dest}")
+        _err(
+            f"note: first use of {model} here: exporting its bundle once (about a minute) to {dest}"
+        )
     t0 = time.perf_counter()
     try:
         engine = Engine(
@@ -173,24 +175,21 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def _resume_command() -> str:
+def _resume_command(ctx: typer.Context) -> str:
     """The command line of this run (options at their default left out) with ``--resume``:
     what continues an interrupted run."""
     import shlex
 
-    import click
-
-    ctx = click.get_current_context()
     parts = ["dps-fast", ctx.info_name or ""]
     for p in ctx.command.params:
         value = ctx.params.get(p.name or "")
-        if isinstance(p, click.Argument):
+        if p.param_type_name == "argument":
             parts.append(str(value))
             continue
         if p.name == "resume" or value is None or value == p.default or not p.opts:
             continue
         flag = max(p.opts, key=len)  # the long form
-        if isinstance(p, click.Option) and p.is_flag:
+        if getattr(p, "is_flag", False):
             if value:
                 parts.append(flag)
             continue
@@ -232,6 +231,7 @@ def _parse_vmax(vmax: str) -> float | None:
 
 
 def _run_scoring(
+    ctx: typer.Context,
     engine: Engine,
     pairs: list[Any],
     *,
@@ -326,7 +326,7 @@ def _write_rows(
         progress.close()
         _err(f"interrupted: {written} of {len(todo)} pairs written")
         if out is not None:
-            _err(f"continue with:\n  {_resume_command()}")
+            _err(f"continue with:\n  {_resume_command(ctx)}")
         else:
             _err("rows went to stdout: run with --out FILE to be able to continue with --resume")
         raise typer.Exit(130) from None
@@ -426,6 +426,7 @@ def _ray_backend(pairs: list[Any], out: Path | None, spatial_dir: Path | None,
 
 @app.command()
 def score(
+    ctx: typer.Context,
     dir_a: Path = typer.Argument(..., metavar="DIR_A", help="Folder A (e.g. restored images)."),
     dir_b: Path = typer.Argument(..., metavar="DIR_B", help="Folder B (e.g. ground truth)."),
     model: str = MODEL,
@@ -488,7 +489,7 @@ def score(
     options = {"dir_a": str(dir_a), "dir_b": str(dir_b), "match": match, "resize": resize,
                "per_layer": per_layer, "batch_size": batch_size}  # fmt: skip
     code = _run_scoring(
-        engine, pairing.pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
+        ctx, engine, pairing.pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
         spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=notes,
         vmax=vmax, heatmap=heatmap, spatial_npy=spatial_npy,
     )  # fmt: skip
@@ -505,6 +506,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 @app.command("score-pairs")
 def score_pairs_cmd(
+    ctx: typer.Context,
     pairs_csv: Path = typer.Argument(
         ..., metavar="PAIRS_CSV", help="CSV with columns a,b (optional id)."
     ),
@@ -566,7 +568,7 @@ def score_pairs_cmd(
     options = {"manifest": str(pairs_csv), "columns": columns, "resize": resize,
                "per_layer": per_layer, "batch_size": batch_size}  # fmt: skip
     code = _run_scoring(
-        engine, pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
+        ctx, engine, pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
         spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=[],
         vmax=vmax, heatmap=heatmap, spatial_npy=spatial_npy,
     )  # fmt: skip

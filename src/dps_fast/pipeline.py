@@ -7,6 +7,7 @@ file, size mismatch, too small) yields a record with ``error`` set; the run goes
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
@@ -382,6 +383,11 @@ class PairScorer:
             self.on_progress(n)
 
     def _run_window(self, items: list[_Item]) -> None:
+        for _ in self._window_steps(items):
+            pass
+
+    def _window_steps(self, items: list[_Item]) -> Iterator[None]:
+        """Score a window batch by batch, yielding after each batch (records can go out)."""
         groups: dict[tuple[int, ...], list[_Item]] = {}
         for it in items:
             if not it.error and it.a is not None:
@@ -398,6 +404,7 @@ class PairScorer:
                     for it in chunk:
                         it.error = f"scoring failed: {_describe(e)}"
                 self._progress(len(chunk))
+                yield
 
     def _record(self, it: _Item) -> Record:
         rec: Record = {"a": it.pair.a, "b": it.pair.b, "score": None, "error": it.error}
@@ -598,11 +605,19 @@ class PairScorer:
                 if k + 1 < len(windows):
                     pending = self._load_window(pool, windows[k + 1])
                 self._finish_loading(current)
-                self._run_window(windows[k])
-                for it in windows[k]:
-                    rec = self._record(it)
-                    it.a = it.b = None
-                    yield rec
+                # Records go out in order as soon as their batch is scored (an interrupted
+                # run keeps every scored pair up to the first unscored one).
+                window, pos = windows[k], 0
+                for _ in itertools.chain(self._window_steps(window), [None]):
+                    while pos < len(window) and (
+                        window[pos].error or window[pos].per_tap is not None
+                    ):
+                        rec = self._record(window[pos])
+                        window[pos].a = window[pos].b = None
+                        yield rec
+                        pos += 1
+                for it in window[pos:]:  # not scored (should not happen): their rows say so
+                    yield self._record(it)
 
     def columns(self, with_id: bool = False) -> list[str]:
         from .io.results import result_columns
