@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import images as im
+from tests.helpers import images as im
 import pytest
 from typer.testing import CliRunner
 

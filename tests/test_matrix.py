@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import images as im
+from tests.helpers import images as im
 import numpy as np
 import pytest
 from typer.testing import CliRunner

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import images as im
+from tests.helpers import images as im
 from typer.testing import CliRunner
 
 import dps_fast.hashing as hashing
