@@ -9,7 +9,6 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import images as im
 import pytest
 from typer.testing import CliRunner
 
@@ -17,6 +16,7 @@ from dps_fast import Engine
 from dps_fast.cli import _Progress, app
 from dps_fast.io.pairing import pair_dirs
 from dps_fast.pipeline import PairScorer
+from tests.helpers import images as im
 
 RUNNER = CliRunner()
 N = 7

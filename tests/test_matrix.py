@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import images as im
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -21,6 +20,7 @@ from dps_fast.matrix import (
     parse_budget,
     parse_matrix_resize,
 )
+from tests.helpers import images as im
 
 H, W = 48, 64
 TOL = 1e-6

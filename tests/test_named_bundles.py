@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import images as im
 from typer.testing import CliRunner
 
 import dps_fast.hashing as hashing
 from dps_fast.cache import weights_key
 from dps_fast.cli import app
 from dps_fast.hub import cached_bundle_path, export_command, weights_sha256
+from tests.helpers import images as im
 
 RUNNER = CliRunner()
 

@@ -280,7 +280,8 @@ def _run_scoring(
         notes = [*results.plan.notes, *notes]
         scorer.stats.skipped = results.plan.skipped
     try:
-        return _write_rows(scorer, todo, out, resume, columns, results, prov, notes)
+        return _write_rows(scorer, todo, out, resume, columns, results, prov, notes,
+                           resume_cmd=_resume_command(ctx))  # fmt: skip
     finally:
         if results is not None:
             results.__exit__(None, None, None)
@@ -295,8 +296,11 @@ def _write_rows(
     results: Any,
     prov: dict[str, Any],
     notes: list[str],
+    *,
+    resume_cmd: str = "",
 ) -> int:
-    """Score ``todo`` into the writer; write failures (full disk, closed pipe) exit 2."""
+    """Score ``todo`` into the writer; write failures (full disk, closed pipe) exit 2; Ctrl-C
+    says how many pairs were written and prints ``resume_cmd``, the command that continues."""
     from .errors import DpsFastError
     from .io.results import ResultWriter
 
@@ -326,7 +330,7 @@ def _write_rows(
         progress.close()
         _err(f"interrupted: {written} of {len(todo)} pairs written")
         if out is not None:
-            _err(f"continue with:\n  {_resume_command(ctx)}")
+            _err(f"continue with:\n  {resume_cmd}")
         else:
             _err("rows went to stdout: run with --out FILE to be able to continue with --resume")
         raise typer.Exit(130) from None
