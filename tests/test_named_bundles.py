@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 import dps_fast.hashing as hashing
@@ -51,6 +52,7 @@ def test_weights_hashed_once_per_file_identity(tmp_path, monkeypatch) -> None:
     assert weights_sha256(w) == real(w) and len(calls) == 3  # a broken cache is only a miss
 
 
+@pytest.mark.slow  # a whole export of its own
 def test_export_makes_the_default_and_an_alias(weights_file, tmp_path) -> None:
     home = tmp_path / "home"
     env = {"DPS_FAST_HOME": str(home)}
