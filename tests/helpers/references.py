@@ -70,3 +70,81 @@ def dists_head_float64(
     model.forward_once = lambda x: feats[x]  # type: ignore[method-assign]
     with torch.inference_mode():
         return model.forward("a", "b").reshape(-1)
+
+
+class CachedTrunk(torch.nn.Module):
+    """A reference package's trunk run once per distinct input image, outputs in float64.
+
+    ``fn`` maps [1, 3, H, W] to a sequence of tap tensors. Images are told apart by their
+    bytes, so LPIPS variants fed the same tensors (v0.1 and baseline) share the runs.
+    """
+
+    def __init__(self, fn, cache: dict[str, list[torch.Tensor]]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.cache = cache
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        import hashlib
+
+        outs = []
+        for i in range(x.shape[0]):
+            xi = x[i : i + 1]
+            key = f"{xi.dtype}{tuple(xi.shape)}" + hashlib.sha1(xi.numpy().tobytes()).hexdigest()
+            if key not in self.cache:
+                self.cache[key] = [o.double() for o in self.fn(xi)]
+            outs.append(self.cache[key])
+        return [torch.cat([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+
+def lpips_float64(
+    net: str, version: str, lpips_on: bool, weights: Path, cache: dict, trunk32: bool = False
+):
+    """``lpips.LPIPS`` in float64 (its head always; its trunk unless ``trunk32``)."""
+    import copy
+
+    model = lpips_reference(net, version, lpips_on, False, weights).double()
+    inner = model.net
+    if trunk32:
+        inner32 = copy.deepcopy(inner).float()
+        model.net = CachedTrunk(lambda x: inner32(x.float()), cache)
+    else:
+        model.net = CachedTrunk(inner, cache)
+    return model
+
+
+def dists_float64(weights: Path, monkeypatch, cache: dict, trunk32: bool = False):
+    """``DISTS_pytorch.DISTS`` in float64 (its head always; its trunk unless ``trunk32``)."""
+    import copy
+
+    model = dists_reference(weights, monkeypatch).double()
+    if trunk32:
+        m32 = copy.deepcopy(model).float()
+        model.forward_once = CachedTrunk(lambda x: m32.forward_once(x.float()), cache)
+    else:
+        model.forward_once = CachedTrunk(model.forward_once, cache)
+    return model
+
+
+def dps_float64(arch: str, tap_names: list[str], weights: Path, x: torch.Tensor) -> torch.Tensor:
+    """Per-tap DPS inputs: the torchvision ``arch``'s taps of ImageNet-normalised ``x``, float64."""
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    m = torchvision.models.get_model(arch)
+    m.load_state_dict(torch.load(weights, weights_only=True), strict=False)
+    fe = create_feature_extractor(m.eval().double(), tap_names)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        return fe((x - mean) / std)
+
+
+def dps_score_float64(fa: dict, fb: dict, tap_names: list[str]) -> torch.Tensor:
+    """DPS by its definition in float64: mean over taps of mean over space of Σ_c (âc − b̂c)²."""
+    vals = []
+    for n in tap_names:
+        ua = fa[n] / (fa[n].pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        ub = fb[n] / (fb[n].pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        vals.append((ua - ub).pow(2).sum(1).mean((1, 2)))
+    return torch.stack(vals, 1).mean(1)
