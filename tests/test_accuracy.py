@@ -112,10 +112,14 @@ def assert_close_each(got: np.ndarray, ref: np.ndarray) -> None:
     assert ok.all(), f"|Δ| {d}, relative {d / np.abs(ref)}; got {got}, float64 {ref}"
 
 
-@pytest.mark.parametrize("size", list(REAL_SIZES), ids=str)
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if s else n for n, s in FAMILY_MODELS]
-)
+PHOTO_CASES = [
+    pytest.param(n, size, marks=[pytest.mark.slow] if slow else [], id=f"{n}-{size}")
+    for n, slow in FAMILY_MODELS
+    for size in REAL_SIZES
+] + [pytest.param("dists", "512x512", marks=[pytest.mark.slow], id="dists-512x512")]
+
+
+@pytest.mark.parametrize(("name", "size"), PHOTO_CASES)
 def test_parity_at_photo_sizes(name, size, engines, weights_file, monkeypatch) -> None:
     """Engine scores on decoded uint8 photo pairs vs the reference packages in float64.
 
