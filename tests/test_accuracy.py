@@ -114,7 +114,7 @@ def assert_close_each(got: np.ndarray, ref: np.ndarray) -> None:
 
 PHOTO_CASES = [
     pytest.param(n, size, marks=[pytest.mark.slow] if slow else [], id=f"{n}-{size}")
-    for n, slow in FAMILY_MODELS
+    for n, slow in [*FAMILY_MODELS, ("dps-resnet18", False)]
     for size in REAL_SIZES
 ] + [pytest.param("dists", "512x512", marks=[pytest.mark.slow], id="dists-512x512")]
 
