@@ -55,7 +55,10 @@ def _main(
 
 
 # ---- shared options ----------------------------------------------------------------------
-MODEL = typer.Option("lpips-alex", "--model", "-m", help="Model name or bundle folder.")
+MODEL = typer.Option(
+    "lpips-alex", "--model", "-m",
+    help="Model name or bundle folder; several, comma-separated (score, score-pairs).",
+)  # fmt: skip
 WEIGHTS = typer.Option(
     None, "--weights", help="Backbone state dict (.pth/.safetensors): selects/makes its bundle."
 )
@@ -95,10 +98,18 @@ UNIT_SIZE = typer.Option(1024, "--unit-size", min=1, help="Pairs per unit of wor
 NO_PROGRESS = typer.Option(
     600.0, "--no-progress-timeout", help="Stop a Ray run when no unit finishes for this many s."
 )
+CROP = typer.Option(
+    0, "--crop-border", min=0, help="Pixels dropped from each side of both images (SR practice)."
+)
 
 
 def _make_engine(
-    model: str, weights: Path | None, device: str, precision: str, batch_size: int | None
+    model: str,
+    weights: Path | None,
+    device: str,
+    precision: str,
+    batch_size: int | None,
+    crop_border: int = 0,
 ) -> Engine:
     import importlib.util
 
@@ -115,13 +126,34 @@ def _make_engine(
     t0 = time.perf_counter()
     try:
         engine = Engine(
-            model, device=device, precision=precision, weights=weights, batch_size=batch_size
+            model, device=device, precision=precision, weights=weights, batch_size=batch_size,
+            crop_border=crop_border,
         )
     except (DpsFastError, ValueError, FileNotFoundError) as e:
         _fail(" ".join(str(e).split()))
     if dest is not None and engine.bundle.path == dest:
         _err(f"note: exported {engine.bundle.model} in {time.perf_counter() - t0:.1f} s")
     return engine
+
+
+def _make_engines(
+    model: str,
+    weights: Path | None,
+    device: str,
+    precision: str,
+    batch_size: int | None,
+    crop_border: int = 0,
+) -> list[Engine]:
+    """One engine per model of ``--model a,b,c`` (each image is then decoded once for all)."""
+    from .pipeline import model_list
+
+    try:
+        names = model_list(model)
+    except ValueError as e:
+        _fail(str(e))
+    if len(names) > 1 and weights is not None:
+        _fail("--weights selects one model's bundle; use it with a single --model")
+    return [_make_engine(m, weights, device, precision, batch_size, crop_border) for m in names]
 
 
 class _Progress:
@@ -197,11 +229,32 @@ def _resume_command(ctx: typer.Context) -> str:
     return shlex.join([*parts, "--resume"])
 
 
-def _provenance(engine: Engine, options: dict[str, Any]) -> dict[str, Any]:
+def _model_provenance(engine: Engine) -> dict[str, Any]:
+    """What identifies one model's scores: bundle, its hash, weights, device, direction."""
+    info = engine.info
+    keys = ("model", "bundle", "bundle_sha256", "weights", "device", "providers", "precision",
+            "lower_is_better", "crop_border")  # fmt: skip
+    return {k: info[k] for k in keys}
+
+
+def _provenance(engine: Engine | list[Engine], options: dict[str, Any]) -> dict[str, Any]:
     from .cuda import import_ort
 
     onnxruntime = import_ort()
 
+    if isinstance(engine, list) and len(engine) > 1:
+        models = [_model_provenance(e) for e in engine]
+        return {
+            "model": [m["model"] for m in models],
+            "models": models,
+            "device": models[0]["device"],
+            "precision": models[0]["precision"],
+            "dps_fast": __version__,
+            "onnxruntime": onnxruntime.__version__,
+            "options": options,
+        }
+    if isinstance(engine, list):
+        engine = engine[0]
     info = engine.info
     return {
         "model": info["model"],
@@ -211,6 +264,8 @@ def _provenance(engine: Engine, options: dict[str, Any]) -> dict[str, Any]:
         "device": info["device"],
         "providers": info["providers"],
         "precision": info["precision"],
+        "lower_is_better": info["lower_is_better"],
+        "crop_border": info["crop_border"],
         "dps_fast": __version__,
         "onnxruntime": onnxruntime.__version__,
         "options": options,
@@ -232,7 +287,7 @@ def _parse_vmax(vmax: str) -> float | None:
 
 def _run_scoring(
     ctx: typer.Context,
-    engine: Engine,
+    engine: Engine | list[Engine],
     pairs: list[Any],
     *,
     out: Path | None,
@@ -387,15 +442,24 @@ def _print_summary(
     if "skipped (resume)" in summary:
         parts.append(f"skipped {summary['skipped (resume)']} (already in --out)")
     _err("summary: " + ", ".join(parts))
+    for name, s in summary.get("models", {}).items():
+        line = f"  {name}: scored {s['scored']}, failed {s['failed']}"
+        if "mean" in s:
+            line += "  " + "  ".join(f"{k} {s[k]:.6g}" for k in ("mean", "std", "median"))
+            line += f"  ({s['infinite']} infinite)" if s.get("infinite") else ""
+        _err(line)
     stats_of = summary
     if whole is not None and "skipped (resume)" in summary:
         _err(f"  {out}: {whole['rows']} rows, {whole['scored']} scored, {whole['failed']} failed")
         stats_of = whole
     if "mean" in stats_of:
         stats = ("mean", "std", "median", "min", "max")
-        _err("  " + "  ".join(f"{k} {stats_of[k]:.6g}" for k in stats))
+        n_inf = stats_of.get("infinite")
+        inf = f"  ({n_inf} infinite, not in mean/std)" if n_inf else ""
+        _err("  " + "  ".join(f"{k} {stats_of[k]:.6g}" for k in stats) + inf)
+    model = prov["model"] if isinstance(prov["model"], str) else ",".join(prov["model"])
     _err(
-        f"  model {prov['model']}, device {prov['device']}, precision {prov['precision']}, "
+        f"  model {model}, device {prov['device']}, precision {prov['precision']}, "
         f"decode {prov['decode']}, {summary['pairs_per_s']:.1f} pairs/s"
     )
     hm = prov.get("heatmaps")
@@ -418,6 +482,10 @@ def _ray_backend(pairs: list[Any], out: Path | None, spatial_dir: Path | None,
     """--backend ray: score on a Ray cluster into a folder of Parquet shards."""
     from .distributed.cli_run import run_ray_cli
 
+    if "," in str(options.get("model", "")):
+        _fail("--backend ray scores one model per run; run it once per model")
+    if options.pop("crop_border", 0):
+        _fail("--crop-border is not available with --backend ray")
     if spatial_dir is not None:
         _fail("--spatial-dir is not available with --backend ray")
     if out is None:
@@ -456,6 +524,7 @@ def score(
     gpus_per_actor: float = GPUS_PER_ACTOR,
     unit_size: int = UNIT_SIZE,
     no_progress_timeout: float = NO_PROGRESS,
+    crop_border: int = CROP,
 ) -> None:
     """Score the image pairs of two folders.
 
@@ -484,9 +553,9 @@ def score(
             resize=resize, per_layer=per_layer, workers=workers, decode=decode,
             address=ray_address, actors=actors, cpus_per_actor=cpus_per_actor,
             gpus_per_actor=gpus_per_actor, unit_size=unit_size,
-            no_progress_timeout=no_progress_timeout,
+            no_progress_timeout=no_progress_timeout, crop_border=crop_border,
         ))  # fmt: skip
-    engine = _make_engine(model, weights, device, precision, batch_size)
+    engine = _make_engines(model, weights, device, precision, batch_size, crop_border)
     notes = _one_side_notes(pairing.only_a, pairing.only_b, dir_a, dir_b)
     if pairing.note:
         notes.insert(0, f"note: {pairing.note}")
@@ -539,6 +608,7 @@ def score_pairs_cmd(
     gpus_per_actor: float = GPUS_PER_ACTOR,
     unit_size: int = UNIT_SIZE,
     no_progress_timeout: float = NO_PROGRESS,
+    crop_border: int = CROP,
 ) -> None:
     """Score the pairs listed in a CSV manifest.
 
@@ -566,9 +636,9 @@ def score_pairs_cmd(
             resize=resize, per_layer=per_layer, workers=workers, decode=decode,
             address=ray_address, actors=actors, cpus_per_actor=cpus_per_actor,
             gpus_per_actor=gpus_per_actor, unit_size=unit_size,
-            no_progress_timeout=no_progress_timeout,
+            no_progress_timeout=no_progress_timeout, crop_border=crop_border,
         ))  # fmt: skip
-    engine = _make_engine(model, weights, device, precision, batch_size)
+    engine = _make_engines(model, weights, device, precision, batch_size, crop_border)
     options = {"manifest": str(pairs_csv), "columns": columns, "resize": resize,
                "per_layer": per_layer, "batch_size": batch_size}  # fmt: skip
     code = _run_scoring(
@@ -767,7 +837,8 @@ def models() -> None:
     rows = [("model", "head", "taps", "cached", "description")]
     for s in list_models():
         rows.append(
-            (s.name, s.head, str(len(s.taps)), ",".join(cached.get(s.name, [])) or "-",
+            (s.name, s.head, str(len(s.taps)),
+             ",".join(cached.get(s.name, [])) or ("shipped" if s.classical else "-"),
              s.description)
         )  # fmt: skip
     for name, keys in cached.items():
@@ -828,6 +899,12 @@ def export(
             spec = get_model(model)
     except (DpsFastError, ValueError) as e:
         _fail(" ".join(str(e).split()))
+    if spec.classical:
+        from .hub import resolve_bundle
+
+        _err(f"{spec.name} is a classical measure shipped with dps-fast: nothing to export")
+        typer.echo(str(resolve_bundle(spec.name)))
+        return
     try:
         from .export import export_model
     except ImportError as e:
@@ -901,6 +978,13 @@ def info(
     typer.echo(f"head       {m.head}  reduce {m.reduce}  lpips {m.lpips_version}")
     typer.echo("taps       " + ", ".join(f"{t.name}[{t.channels}]/{t.stride}" for t in m.taps))
     typer.echo(f"min size   {list(m.min_size)}")
+    typer.echo(f"direction  {'lower' if m.lower_is_better else 'higher'} is better")
+    if m.head == "classical":
+        for k, v in m.extra.get("conventions", {}).items():
+            typer.echo(f"  {k:<14} {v}")
+        typer.echo(f"graphs     {', '.join(m.graphs)}")
+        typer.echo(f"providers  {providers}")
+        return
     w = m.weights
     typer.echo(
         f"weights    {w.source} {w.name} sha256 {w.sha256[:16]}…" if w else "weights    none"

@@ -128,6 +128,8 @@ def cached_bundle_path(model: str, weights: str | os.PathLike[str] | None = None
     if alias is not None and weights is None:
         return bundle_dir(alias["model"], alias["key"])
     spec = get_model(model)  # raises UnknownModelError listing valid names
+    if spec.classical:
+        return _classical_bundle(spec.name, weights)
     if weights is None:
         return bundle_dir(spec.name, default_key(spec.name) or weights_key(None))
     return bundle_dir(spec.name, weights_key(weights_sha256(weights)))
@@ -146,6 +148,18 @@ def needs_export(
     except (ValueError, FileNotFoundError):
         return None  # resolve_bundle reports it
     return None if (dest / MANIFEST).is_file() else dest
+
+
+def _classical_bundle(name: str, weights: str | os.PathLike[str] | None) -> Path:
+    """The bundle shipped in the package for classical measure ``name`` (no weights)."""
+    from .classical import bundle_path
+
+    if weights is not None:
+        raise ValueError(
+            f"{name} is a classical measure with no weights; drop --weights/weights= "
+            f"(got {weights})"
+        )
+    return bundle_path(name)
 
 
 def resolve_bundle(
@@ -173,6 +187,14 @@ def resolve_bundle(
                 "see `dps-fast models`)"
             )
         return p
+    spec0 = get_model(str(model)) if str(model) not in read_aliases() else None
+    if spec0 is not None and spec0.classical:
+        if precision != "fp32":
+            raise ValueError(
+                f"{spec0.name} is a classical measure and runs in float32 only; got precision "
+                f"{precision!r}: drop --precision (or pass fp32)"
+            )
+        return _classical_bundle(spec0.name, weights)
     dest = cached_bundle_path(str(model), weights)
     if str(model) in read_aliases() and weights is None and not (dest / MANIFEST).is_file():
         raise BundleNotFoundError(

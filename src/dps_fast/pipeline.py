@@ -13,7 +13,7 @@ import os
 import stat
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,21 +62,42 @@ class RunStats:
     failed: int = 0
     skipped: int = 0
     scores: list[float] = field(default_factory=list)
+    # Several models in one run: each model's scores and failures (rows count as failed when
+    # any model failed them; ``scores`` stays empty).
+    model_scores: dict[str, list[float]] = field(default_factory=dict)
+    model_failed: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> dict[str, Any]:
-        s = np.asarray(self.scores, np.float64)
         out: dict[str, Any] = {"scored": self.scored, "failed": self.failed}
         if self.skipped:
             out["skipped (resume)"] = self.skipped
-        if s.size:
-            out.update(
-                mean=float(s.mean()),
-                std=float(s.std()),
-                median=float(np.median(s)),
-                min=float(s.min()),
-                max=float(s.max()),
-            )
+        out.update(_score_stats(self.scores))
+        if self.model_scores:
+            out["models"] = {
+                m: {"scored": len(s), "failed": self.model_failed[m], **_score_stats(s)}
+                for m, s in self.model_scores.items()
+            }
         return out
+
+
+def _score_stats(scores: list[float]) -> dict[str, Any]:
+    """mean, std, median, min, max of scores (mean and std over the finite ones)."""
+    s = np.asarray(scores, np.float64)
+    out: dict[str, Any] = {}
+    if s.size:
+        # PSNR of identical images is inf: mean and std are over the finite scores, and
+        # how many were infinite is said.
+        fin = s[np.isfinite(s)]
+        out.update(
+            mean=float(fin.mean()) if fin.size else float("nan"),
+            std=float(fin.std()) if fin.size else float("nan"),
+            median=float(np.median(s)),
+            min=float(s.min()),
+            max=float(s.max()),
+        )
+        if fin.size < s.size:
+            out["infinite"] = int(s.size - fin.size)
+    return out
 
 
 class _FeatureCache:
@@ -153,8 +174,9 @@ class _Item:
     pair: Pair
     a: np.ndarray | None = None
     b: np.ndarray | None = None
-    error: str = ""
-    per_tap: np.ndarray | None = None
+    error: str = ""  # the pair failed for every model (unreadable file, size mismatch …)
+    per_tap: dict[int, np.ndarray] = field(default_factory=dict)  # by engine index
+    model_errors: dict[int, str] = field(default_factory=dict)  # one model failed the pair
 
 
 @dataclass
@@ -187,11 +209,12 @@ def _describe(e: BaseException) -> str:
 
 
 class PairScorer:
-    """Scores a list of pairs with one engine: windows decoded ahead in a thread pool."""
+    """Scores a list of pairs with one engine, or several (each image decoded once for all):
+    windows decoded ahead in a thread pool."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | Sequence[Engine],
         *,
         resize: str | ResizeSpec = "none",
         per_layer: bool = False,
@@ -206,13 +229,25 @@ class PairScorer:
         spatial_npy: bool = False,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        self.engine = engine
+        self.engines: list[Engine] = [engine] if isinstance(engine, Engine) else list(engine)
+        if not self.engines:
+            raise ValueError("expected at least one engine, got none")
+        self.names = [e.bundle.model for e in self.engines]
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"expected distinct models, got {', '.join(self.names)}")
+        self.engine = engine = self.engines[0]
+        self.multi = len(self.engines) > 1
         # Called with a number of pairs each time a batch is scored (or pairs fail before
         # scoring): progress per batch, ahead of the window's records.
         self.on_progress = on_progress
         self.resize = parse_resize(resize) if isinstance(resize, str) else resize
         self.per_layer = per_layer
         self.spatial_dir = None if spatial_dir is None else Path(spatial_dir)
+        if self.spatial_dir is not None and self.multi:
+            raise ValueError(
+                f"--spatial-dir writes one model's heatmaps; got {len(self.names)} models "
+                f"({', '.join(self.names)}): run the LPIPS model on its own for heatmaps"
+            )
         if self.spatial_dir is not None and not engine.bundle.has_graph("pair_spatial"):
             raise ValueError(
                 f"--spatial-dir needs an LPIPS-family model; {engine.bundle.model} has no "
@@ -235,7 +270,9 @@ class PairScorer:
                 check_pixels(n, n, f"resize {self.resize}")
             except ImageDecodeError as e:
                 raise ValueError(f"{e}; or use a smaller N") from None
-        self.loader = _Loader(self.resize, engine.bundle.min_size)
+        # The smallest size any model takes; each model checks its own minimum when scoring.
+        sizes = [e.bundle.min_size for e in self.engines]
+        self.loader = _Loader(self.resize, (min(h for h, _ in sizes), min(w for _, w in sizes)))
         # Seconds per stage (GPU decoding path); stages in other threads overlap the scoring.
         self.timings: dict[str, float] = {}
         self.decoder, self.decode_mode, self.decode_reason = self._choose_decoder(decode, decoder)
@@ -245,6 +282,8 @@ class PairScorer:
         self.window = max(1, window or default)
         self.cache = _FeatureCache(feature_cache_bytes)
         self.stats = RunStats()
+        if self.multi:
+            self.stats.model_scores = {n: [] for n in self.names}
         self._uses: Counter[Path | None] = Counter()
         self.taps = engine.tap_names
 
@@ -260,16 +299,20 @@ class PairScorer:
         if decoder is not None:
             return decoder, "gpu", f"decoder {type(decoder).__name__} given"
         why_not = None
-        if self.engine.device != "cuda":
-            why_not = f"the engine runs on {self.engine.device}; GPU decoding needs device='cuda'"
+        cpu = next((e for e in self.engines if e.device != "cuda"), None)
+        no_u8 = next((e for e in self.engines if not e.accepts_uint8), None)
+        if cpu is not None:
+            why_not = f"the engine runs on {cpu.device}; GPU decoding needs device='cuda'"
         elif self.resize.mode != "none":
             why_not = f"resize {self.resize} runs on the CPU; GPU decoding works with resize 'none'"
         elif self.heatmaps is not None and self.heatmaps.style == "panel":
             why_not = "heatmap panels draw the images on the host; GPU decoding keeps them there"
-        elif not self.engine.accepts_uint8:
+        elif any(e.crop_border for e in self.engines):
+            why_not = "crop_border crops host images; GPU decoding works with crop_border 0"
+        elif no_u8 is not None:
             why_not = (
                 "the bundle has no @uint8-nhwc graphs; re-export it with "
-                f"`dps-fast export {self.engine.bundle.model} --force`"
+                f"`dps-fast export {no_u8.bundle.model} --force`"
             )
         if why_not is None:
             try:
@@ -316,46 +359,75 @@ class PairScorer:
                 it.error = _describe(e)
 
     # -- inference --------------------------------------------------------------------------
-    def _features(self, keys: list[Any], arrays: list[np.ndarray]) -> list[list[np.ndarray]]:
-        """Tap features per image, from the cache or computed in batches."""
-        out: list[list[np.ndarray] | None] = [self.cache.get(k) for k in keys]
+    def _features(
+        self, k: int, keys: list[Any], arrays: list[np.ndarray]
+    ) -> list[list[np.ndarray]]:
+        """Tap features per image for engine ``k``, from the cache or computed in batches."""
+        out: list[list[np.ndarray] | None] = [self.cache.get((k, *key)) for key in keys]
         todo = [i for i, f in enumerate(out) if f is None]
         if todo:
             batch = np.stack([arrays[i] for i in todo])
-            feats = self.engine.features(batch)
+            feats = self.engines[k].features(batch)
             for j, i in enumerate(todo):
                 f = [t[j : j + 1] for t in feats]
                 out[i] = f
                 if self._uses[keys[i][0]] > 1:
-                    self.cache.put(keys[i], f)
+                    self.cache.put((k, *keys[i]), f)
         return [f for f in out if f is not None]
 
-    def _score_batch(self, items: list[_Item], a: Any, b: Any) -> None:
-        """Pair graph on one batch (host arrays or CUDA batches); fills ``per_tap``, maps."""
+    def _score_batch(self, k: int, items: list[_Item], a: Any, b: Any) -> None:
+        """Engine ``k``'s pair graph on one batch (host arrays or CUDA batches); fills
+        ``per_tap`` (and writes maps)."""
+        eng = self.engines[k]
         if self.heatmaps is None:
-            per_tap = self.engine.score(a, b, per_layer=True)
+            per_tap = eng.score(a, b, per_layer=True)
         else:
-            per_tap, maps = self.engine.score(a, b, spatial=True, per_layer=True)
+            per_tap, maps = eng.score(a, b, spatial=True, per_layer=True)
             host = isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.ndim == 4
             self.heatmaps.write(
                 maps, [(it.pair.a, it.pair.b) for it in items],
-                scores=[float(s) for s in self.engine.reduce(np.asarray(per_tap))],
+                scores=[float(s) for s in eng.reduce(np.asarray(per_tap))],
                 a=list(a) if host else None, b=list(b) if host else None,
             )  # fmt: skip
         for it, p in zip(items, per_tap, strict=True):
-            it.per_tap = p
+            it.per_tap[k] = p
 
-    def _run_group(self, items: list[_Item]) -> None:
-        """Score pairs of one image size; fills ``per_tap`` (and maps) on each item."""
+    def _each_engine(
+        self, items: list[_Item], hw: tuple[int, ...], run: Any, *, chunked: bool = True
+    ) -> None:
+        """``run(k, chunk)`` for every engine over chunks of its batch size (or all ``items``
+        at once: packed device batches); a failure (or an image below that model's minimum)
+        is that model's error on those pairs."""
+        h, w = hw
+        for k, eng in enumerate(self.engines):
+            mh, mw = eng.bundle.min_size
+            if h < mh or w < mw:  # the loader let it through for a model with a lower minimum
+                for it in items:
+                    it.model_errors[k] = (
+                        f"image too small: {h}×{w} (H×W), this model needs at least {mh}×{mw}"
+                    )
+                continue
+            step = eng.batch_len(h, w) if chunked else len(items)
+            for s in range(0, len(items), step):
+                chunk = items[s : s + step]
+                try:
+                    run(k, chunk)
+                except (ValueError, OSError, RuntimeError) as e:
+                    for it in chunk:
+                        it.model_errors[k] = f"scoring failed: {_describe(e)}"
+
+    def _run_group(self, k: int, items: list[_Item]) -> None:
+        """Score pairs of one image size with engine ``k``; fills ``per_tap`` (and maps)."""
+        eng = self.engines[k]
         shared = any(self._uses[p] > 1 for it in items for p in (it.pair.a_path, it.pair.b_path))
-        if self.spatial_dir is not None or self.engine.device == "cuda" or not shared:
+        if self.spatial_dir is not None or eng.device == "cuda" or not shared:
             # The pair graph (both trunks and the head in one run) is the fastest way when no
             # image is reused: measured 1.7× the trunk + head graphs at 64² on the CPU. On a GPU
             # it also keeps features on the device, where host round trips cost more than
             # recomputing a reused image's trunk. Heatmaps need it too (pair_spatial).
             a = np.stack([it.a for it in items if it.a is not None])
             b = np.stack([it.b for it in items if it.b is not None])
-            self._score_batch(items, a, b)
+            self._score_batch(k, items, a, b)
             return
         keys: list[Any] = []
         arrays: list[np.ndarray] = []
@@ -371,12 +443,13 @@ class PairScorer:
                     arrays.append(arr)  # type: ignore[arg-type]
                 ij.append(index[key])
             pairs_idx.append(ij)
-        feats = self._features(keys, arrays)
-        fa = [np.concatenate([feats[i][k] for i, _ in pairs_idx]) for k in range(len(self.taps))]
-        fb = [np.concatenate([feats[j][k] for _, j in pairs_idx]) for k in range(len(self.taps))]
-        per_tap = self.engine.per_tap_from_features(fa, fb)
+        feats = self._features(k, keys, arrays)
+        n_taps = len(eng.tap_names)
+        fa = [np.concatenate([feats[i][t] for i, _ in pairs_idx]) for t in range(n_taps)]
+        fb = [np.concatenate([feats[j][t] for _, j in pairs_idx]) for t in range(n_taps)]
+        per_tap = eng.per_tap_from_features(fa, fb)
         for it, p in zip(items, per_tap, strict=True):
-            it.per_tap = p
+            it.per_tap[k] = p
 
     def _progress(self, n: int) -> None:
         if self.on_progress is not None and n:
@@ -395,29 +468,28 @@ class PairScorer:
         self._progress(sum(1 for it in items if it.error or it.a is None))
         for group in groups.values():
             h, w = group[0].a.shape[:2]  # type: ignore[union-attr]
-            step = self.engine.batch_len(h, w)
-            for s in range(0, len(group), step):
-                chunk = group[s : s + step]
-                try:
-                    self._run_group(chunk)
-                except (ValueError, OSError, RuntimeError) as e:
-                    for it in chunk:
-                        it.error = f"scoring failed: {_describe(e)}"
-                self._progress(len(chunk))
-                yield
+            self._each_engine(group, (h, w), self._run_group)
+            self._progress(len(group))
+            yield
 
     def _record(self, it: _Item) -> Record:
+        if self.multi:
+            return self._record_multi(it)
+        if not it.error and 0 in it.model_errors:
+            it.error = it.model_errors[0]
         rec: Record = {"a": it.pair.a, "b": it.pair.b, "score": None, "error": it.error}
-        if not it.error and it.per_tap is not None:
-            pt = np.asarray(it.per_tap, np.float32)
+        if not it.error and 0 in it.per_tap:
+            pt = np.asarray(it.per_tap[0], np.float32)
             score = float(self.engine.reduce(pt[None])[0])
-            if not (np.isfinite(score) and np.isfinite(pt).all()):
+            # PSNR of identical images is +inf by definition (classical measures only).
+            inf_ok = self.engine.bundle.head == "classical" and not np.isnan(pt).any()
+            if not inf_ok and not (np.isfinite(score) and np.isfinite(pt).all()):
                 # NaN or Inf from the model (e.g. NaN in its weights): an error, not a score
                 it.error = (
                     f"the model gave a non-finite score ({score}) — check the bundle and its "
                     "weights (re-export the model)"
                 )
-                it.per_tap = None
+                it.per_tap = {}
                 return self._record(it)
             rec["score"] = score
             self.stats.scored += 1
@@ -432,6 +504,36 @@ class PairScorer:
             if self.per_layer:
                 for name in self.taps:
                     rec[f"tap_{name}"] = None
+        if it.pair.id is not None:
+            rec["id"] = it.pair.id
+        return rec
+
+    def _record_multi(self, it: _Item) -> Record:
+        """One row for several models: ``score_<model>`` each, one ``error`` naming the
+        models that failed the pair (the others' scores stay)."""
+        rec: Record = {"a": it.pair.a, "b": it.pair.b}
+        errors = []
+        for k, (name, eng) in enumerate(zip(self.names, self.engines, strict=True)):
+            err = it.error or it.model_errors.get(k) or ("" if k in it.per_tap else "not scored")
+            pt = None if err else np.asarray(it.per_tap[k], np.float32)
+            if pt is None:
+                rec[f"score_{name}"] = None
+                self.stats.model_failed[name] += 1
+                if not it.error:
+                    errors.append(f"{name}: {err}")
+            else:
+                score = float(eng.reduce(pt[None])[0])
+                rec[f"score_{name}"] = score
+                self.stats.model_scores.setdefault(name, []).append(score)
+            if self.per_layer:
+                for tap, v in zip(eng.tap_names, pt if pt is not None else [None] * 99,
+                                  strict=False):  # fmt: skip
+                    rec[f"tap_{name}_{tap}"] = None if v is None else float(v)
+        rec["error"] = it.error or "; ".join(errors)
+        if rec["error"]:
+            self.stats.failed += 1
+        else:
+            self.stats.scored += 1
         if it.pair.id is not None:
             rec["id"] = it.pair.id
         return rec
@@ -523,11 +625,11 @@ class PairScorer:
                 on_cpu = {id(it) for it in prep.cpu}  # _run_window counts those
                 self._progress(sum(1 for it in windows[k] if it.error and id(it) not in on_cpu))
                 for chunk, a, b in prep.batches:
-                    try:
-                        self._score_batch(chunk, a, b)
-                    except (ValueError, OSError, RuntimeError) as e:
-                        for it in chunk:
-                            it.error = f"scoring failed: {_describe(e)}"
+                    hw = tuple(a.shape[1:3])
+                    self._each_engine(
+                        chunk, hw, lambda k, c, a=a, b=b: self._score_batch(k, c, a, b),
+                        chunked=False,
+                    )  # fmt: skip
                     self._progress(len(chunk))
                     if release is not None:  # device buffers go back to the decoder's pool
                         release(a)
@@ -622,6 +724,10 @@ class PairScorer:
     def columns(self, with_id: bool = False) -> list[str]:
         from .io.results import result_columns
 
+        if self.multi:
+            taps = [f"{m}_{t}" for m, e in zip(self.names, self.engines, strict=True)
+                    for t in e.tap_names] if self.per_layer else []  # fmt: skip
+            return result_columns(taps, with_id=with_id, models=self.names)
         return result_columns(self.taps if self.per_layer else (), with_id=with_id)
 
 
@@ -649,34 +755,67 @@ def _result(f: Future[np.ndarray], side: str) -> np.ndarray:
         raise ValueError(f"{side}: cannot read: {_describe(e)}") from None
 
 
+def model_list(model: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Model names of ``"lpips-alex,ssim,psnr"`` or a list of names (bundle folders too)."""
+    if isinstance(model, str):
+        names = [m.strip() for m in model.split(",")] if "," in model else [model]
+    elif isinstance(model, os.PathLike):
+        names = [os.fspath(model)]
+    else:
+        names = [os.fspath(m) for m in model]
+    if not names or any(not m for m in names):
+        raise ValueError(f"expected model names separated by commas, got {model!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"expected each model once, got {', '.join(names)}")
+    return names
+
+
 def _engine(engine: Engine | None, options: dict[str, Any]) -> Engine:
-    eng_keys = ("model", "device", "precision", "weights", "threads", "batch_size")
+    """The one engine of a run that takes a single model (matrix, score_iter)."""
+    eng = _engines(engine, options)
+    if isinstance(eng, list):
+        raise ValueError(f"this takes one model, got {len(eng)}: run it once per model")
+    return eng
+
+
+def _engines(
+    engine: Engine | Sequence[Engine] | None, options: dict[str, Any]
+) -> Engine | list[Engine]:
+    """The engine(s) of a run: given, or made from the engine options (``model`` may name
+    several models, comma-separated or as a list: one engine each, sharing the options)."""
+    eng_keys = ("model", "device", "precision", "weights", "threads", "batch_size", "crop_border")
     eng_opts = {k: options.pop(k) for k in eng_keys if k in options}
     if engine is not None:
         if eng_opts:
             raise ValueError(f"pass either engine= or engine options {sorted(eng_opts)}, not both")
-        return engine
-    model = eng_opts.pop("model", "lpips-alex")
-    return Engine(model, **eng_opts)
+        return engine if isinstance(engine, Engine) else list(engine)
+    names = model_list(eng_opts.pop("model", "lpips-alex"))
+    if len(names) > 1 and eng_opts.get("weights") is not None:
+        raise ValueError("weights= selects one model's bundle; with several models pass engines")
+    engines = [Engine(m, **eng_opts) for m in names]
+    return engines[0] if len(engines) == 1 else engines
 
 
 def score_dirs(
     dir_a: str | os.PathLike[str],
     dir_b: str | os.PathLike[str],
     *,
-    engine: Engine | None = None,
+    engine: Engine | Sequence[Engine] | None = None,
     match: str = "stem",
     skip: Iterable[tuple[str, str]] = (),
     **options: Any,
 ) -> Iterator[Record]:
     """Score the image pairs of two folders; yields records in the sorted pairing order.
 
-    Options: ``model``, ``device``, ``precision``, ``weights``, ``threads``, ``batch_size``
-    (or an ``engine``), ``resize``, ``per_layer``, ``spatial_dir``, ``workers``, ``decode``
+    Options: ``model``, ``device``, ``precision``, ``weights``, ``threads``, ``batch_size``,
+    ``crop_border`` (or an ``engine``, or a list of engines), ``resize``, ``per_layer``,
+    ``spatial_dir``, ``workers``, ``decode``. ``model="lpips-alex,ssim,psnr"`` (or a list)
+    scores several models, decoding each image once: records then have ``score_<model>``
+    columns instead of ``score``.
     (``auto`` | ``cpu`` | ``gpu``: JPEGs decoded on the GPU for a cuda engine).
     """
     pairing = pair_dirs(Path(dir_a), Path(dir_b), match=match)
-    eng = _engine(engine, options)
+    eng = _engines(engine, options)
     done = set(skip)
     yield from PairScorer(eng, **options).run(p for p in pairing.pairs if (p.a, p.b) not in done)
 
@@ -684,22 +823,25 @@ def score_dirs(
 def score_pairs(
     manifest: str | os.PathLike[str] | Iterable[Any],
     *,
-    engine: Engine | None = None,
+    engine: Engine | Sequence[Engine] | None = None,
     skip: Iterable[tuple[str, str]] = (),
     columns: str | tuple[str, str] = ("a", "b"),
     **options: Any,
 ) -> Iterator[Record]:
     """Score the pairs listed in a CSV manifest (columns a, b or ``columns``, optional id), in
-    its order; or, given an iterable of pairs instead of a path, :func:`dps_fast.score_iter`."""
+    its order; or, given an iterable of pairs instead of a path, :func:`dps_fast.score_iter`
+    (one model)."""
     if not isinstance(manifest, str | os.PathLike):
         from .stream import score_iter
 
         if tuple(skip):
             raise ValueError("skip= goes with a manifest path; filter the iterable instead")
+        if engine is not None and not isinstance(engine, Engine):
+            raise ValueError("an iterable of pairs is scored by one engine; pass one")
         yield from score_iter(manifest, engine=engine, **options)
         return
     pairs = read_pairs_manifest(Path(manifest), columns)
-    eng = _engine(engine, options)
+    eng = _engines(engine, options)
     done = set(skip)
     yield from PairScorer(eng, **options).run(p for p in pairs if (p.a, p.b) not in done)
 

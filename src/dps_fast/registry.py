@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .classical.measures import MEASURES
 from .errors import UnknownModelError
 
-HeadKind = Literal["lpips", "lpips-baseline", "dists", "dps"]
+HeadKind = Literal["lpips", "lpips-baseline", "dists", "dps", "classical"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,6 +69,14 @@ class ModelSpec:
     custom: bool = False
     reduce: Literal["sum", "mean"] = "sum"  # how per-tap values make the score
     tags: tuple[str, ...] = field(default=())
+    # Direction: True for distances and errors (LPIPS, DISTS, DPS, MSE, MAE), False for
+    # similarities (PSNR, SSIM, MS-SSIM). Bundles without the manifest key are deep distances.
+    lower_is_better: bool = True
+
+    @property
+    def classical(self) -> bool:
+        """A weightless classical measure, shipped as a bundle inside the package."""
+        return self.head == "classical"
 
     @property
     def spatial_supported(self) -> bool:
@@ -196,6 +205,18 @@ def _build_registry() -> dict[str, ModelSpec]:
             reduce="mean",
             tags=("dps",),
         )
+    for name, m in MEASURES.items():
+        reg[name] = ModelSpec(
+            name=name,
+            arch="",
+            head="classical",
+            taps=(Tap(name, 3),),
+            preprocessing=Preprocessing(),
+            description=m.description,
+            min_size=m.min_size,
+            lower_is_better=m.lower_is_better,
+            tags=("classical",),
+        )
     return reg
 
 
@@ -205,7 +226,8 @@ DEFAULT_MODEL = "lpips-alex"
 
 
 def list_models(tag: str | None = None) -> list[ModelSpec]:
-    """All registered models, in registry order; ``tag`` filters ("lpips", "dists", "dps")."""
+    """All registered models, in registry order; ``tag`` filters ("lpips", "dists", "dps",
+    "classical")."""
     return [s for s in _REGISTRY.values() if tag is None or tag in s.tags]
 
 

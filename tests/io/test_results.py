@@ -92,7 +92,9 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     ndjson = tmp_path / "out.ndjson"
     with ResultWriter(ndjson, ["a", "b", "score", "error"]) as w:
         w.write({"a": "x", "b": "y", "score": math.inf, "error": ""})
-    assert json.loads(ndjson.read_text())["score"] is None
+        w.write({"a": "x2", "b": "y", "score": math.nan, "error": ""})
+    objs = [json.loads(line) for line in ndjson.read_text().splitlines()]
+    assert objs[0]["score"] == "inf" and objs[1]["score"] is None  # PSNR of identical images
 
 
 def test_stream_output() -> None:

@@ -99,6 +99,7 @@ class Engine:
         threads: int | None = None,
         batch_size: int | None = None,
         offline: bool | None = None,
+        crop_border: int = 0,
     ) -> None:
         if device not in DEVICES:
             raise ValueError(f"expected device one of {', '.join(DEVICES)}, got {device!r}")
@@ -109,11 +110,15 @@ class Engine:
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"expected batch_size a positive int or None, got {batch_size!r}")
         path = _resolve(model, weights, precision, offline)
+        if not isinstance(crop_border, int) or crop_border < 0:
+            raise ValueError(f"expected crop_border a non-negative int, got {crop_border!r}")
         # Graphs are hash-checked when first used, not all at open (bundles hold many variants).
         self.bundle: Bundle = read_bundle(path, verify="lazy")
         self.precision = precision
         self.threads = threads
         self.batch_size = batch_size
+        # Pixels cut from each side of every image before scoring (super-resolution practice).
+        self.crop_border = crop_border
         self._requested_device = device
         self._lock = threading.Lock()
         self._sessions: dict[str, Any] = {}
@@ -207,6 +212,7 @@ class Engine:
             "weights": None if m.weights is None else dataclasses.asdict(m.weights),
             "min_size": list(self.bundle.min_size),
             "lower_is_better": self.lower_is_better,
+            "crop_border": self.crop_border,
         }
 
     @property
@@ -219,6 +225,21 @@ class Engine:
     def taps(self) -> tuple[str, ...]:
         """Tap (layer) names, in the order of the columns of ``score(..., per_layer=True)``."""
         return tuple(t.name for t in self.bundle.taps)
+
+    def _crop(self, batch: np.ndarray) -> np.ndarray:
+        """Cut ``crop_border`` pixels from each side of a host batch (NHWC uint8 or NCHW)."""
+        c = self.crop_border
+        if not c:
+            return batch
+        h, w = image_hw(batch)
+        if h <= 2 * c or w <= 2 * c:
+            raise ValueError(
+                f"expected images larger than twice crop_border ({c}) on each side, got "
+                f"{h}×{w} (H×W); lower crop_border"
+            )
+        if batch.dtype == np.uint8:
+            return np.ascontiguousarray(batch[:, c : h - c, c : w - c, :])
+        return np.ascontiguousarray(batch[:, :, c : h - c, c : w - c])
 
     @property
     def accepts_uint8(self) -> bool:
@@ -247,7 +268,7 @@ class Engine:
         if is_cuda_array(x):
             (v,) = self._device_views({"image": x}, value_range)
             return self._run_device("trunk", {"image": v})
-        batch = to_batch(x, value_range, keep_uint8=self._u8)
+        batch = self._crop(to_batch(x, value_range, keep_uint8=self._u8))
         if batch.shape[0] == 0:
             raise ValueError("expected at least one image, got an empty batch")
         check_min_size(image_hw(batch), self.bundle.min_size)
@@ -282,9 +303,12 @@ class Engine:
                 fb = [np.broadcast_to(f, (na, *f.shape[1:])) for f in fb]
             else:
                 raise ValueError(f"expected equal batches or 1-vs-N, got {na} and {nb}")
-        per_tap = distances.per_tap_distance(
-            self.bundle.head, fa, fb, self.bundle.head_weights, threads=self.threads
-        )
+        if self.bundle.head == "classical":  # the measure's own graph on the images
+            per_tap = self.per_tap_from_features(fa, fb)
+        else:
+            per_tap = distances.per_tap_distance(
+                self.bundle.head, fa, fb, self.bundle.head_weights, threads=self.threads
+            )
         return per_tap if per_layer else distances.reduce_taps(per_tap, self.bundle.reduce)
 
     def score(
@@ -311,8 +335,8 @@ class Engine:
         if is_cuda_array(a) or is_cuda_array(b):
             return self._score_device(a, b, spatial, per_layer, value_range)
         ba, bb, n = pair_batches(
-            to_batch(a, value_range, keep_uint8=self._u8),
-            to_batch(b, value_range, keep_uint8=self._u8),
+            self._crop(to_batch(a, value_range, keep_uint8=self._u8)),
+            self._crop(to_batch(b, value_range, keep_uint8=self._u8)),
             self.bundle.min_size,
         )
         if spatial:
@@ -351,6 +375,11 @@ class Engine:
         self, arrays: dict[str, Any], value_range: tuple[float, float]
     ) -> list[CudaArrayView]:
         """Check CUDA array inputs (device, dtype, layout, size) and return their views."""
+        if self.crop_border:
+            raise ValueError(
+                "crop_border is applied to host images; pass host arrays, or crop the CUDA "
+                "arrays yourself and use an engine with crop_border=0"
+            )
         if self.device != "cuda":
             raise ValueError(
                 "CUDA arrays (objects with __cuda_array_interface__) need an engine on "
@@ -539,14 +568,19 @@ class Engine:
     ) -> np.ndarray:
         """All-pairs distances of N images: a symmetric float32 [N, N], zero diagonal.
 
+        For a similarity (``lower_is_better`` False: PSNR, SSIM …) the diagonal is each
+        image's score against itself (inf, 1) instead of zero.
+
         The trunk runs once per image. On CUDA the features stay on the device (up to
         ``DEVICE_FEATURE_BYTES``) and each row is head runs of one image against the rest,
         bound by pointer; otherwise the head graph runs on host features.
         """
-        batch = to_batch(untrack(x), value_range, keep_uint8=self._u8)
+        batch = self._crop(to_batch(untrack(x), value_range, keep_uint8=self._u8))
         n = batch.shape[0]
         check_min_size(image_hw(batch), self.bundle.min_size)
         m = np.zeros((n, n), np.float32)
+        if not self.lower_is_better:
+            self._self_scores(batch, m)
         if n < 2:
             return m
         step = self.batch_len(*image_hw(batch))
@@ -576,10 +610,19 @@ class Engine:
                 m[s:e, i] = d
         return m
 
+    def _self_scores(self, batch: np.ndarray, m: np.ndarray) -> None:
+        """Fill the diagonal of ``m`` with each image's score against itself."""
+        n = batch.shape[0]
+        step = self.batch_len(*image_hw(batch))
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            d = self.reduce(self._run("pair", {"a": batch[s:e], "b": batch[s:e]})[0])
+            m[np.arange(s, e), np.arange(s, e)] = d
+
     @property
     def _head_broadcasts(self) -> bool:
         """Whether the head graph takes a single ``a`` against N ``b`` (DISTS's does not)."""
-        return self.bundle.head != "dists"
+        return self.bundle.head not in ("dists", "classical")
 
     def _device_features(self, batch: np.ndarray, step: int) -> list[DeviceBatch] | None:
         """Trunk features of a host batch kept on the device, one [N, C, h, w] array per tap.

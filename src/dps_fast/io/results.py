@@ -58,9 +58,26 @@ _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 
 
-def result_columns(taps: Sequence[str] = (), *, with_id: bool = False) -> list[str]:
-    """The column list for a run: base columns, ``tap_<name>`` per tap, then ``id``."""
-    return [*BASE_COLUMNS, *(f"tap_{t}" for t in taps), *(["id"] if with_id else [])]
+def result_columns(
+    taps: Sequence[str] = (), *, with_id: bool = False, models: Sequence[str] | None = None
+) -> list[str]:
+    """The column list for a run: base columns, ``tap_<name>`` per tap, then ``id``.
+
+    With several ``models``: ``a, b, score_<model>…, error``, then taps and ``id``.
+    """
+    base = list(BASE_COLUMNS)
+    if models is not None and len(models) > 1:
+        base = ["a", "b", *(f"score_{m}" for m in models), "error"]
+    return [*base, *(f"tap_{t}" for t in taps), *(["id"] if with_id else [])]
+
+
+def _scored(row: Mapping[str, Any]) -> bool:
+    """Whether a results row is complete: no error, and a value in ``score`` or in every
+    ``score_<model>`` column (several models in one run)."""
+    if row.get("error"):
+        return False
+    cols = [c for c in row if isinstance(c, str) and (c == "score" or c.startswith("score_"))]
+    return bool(cols) and all(row.get(c) not in (None, "") for c in cols)
 
 
 def format_float(x: float | np.floating[Any] | None) -> str:
@@ -150,12 +167,15 @@ def _csv_cell(column: str, value: Any) -> str:
 
 
 def _json_value(column: str, value: Any) -> Any:
-    """One JSONL value: floats rounded to 9 significant digits, non-finite as null; ``error``
-    is null when there is none."""
+    """One JSONL value: floats rounded to 9 significant digits; NaN as null and ±infinity
+    (PSNR of identical images) as the strings "inf" / "-inf", as in the CSV (JSON has no
+    infinity, and null would read as a failed pair); ``error`` is null when there is none."""
     value = _plain(value)
     if column == "error":
         return None if value is None or value == "" else str(value)
     if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
         return float(f"{value:.9g}") if math.isfinite(value) else None
     return value
 
@@ -361,7 +381,7 @@ def read_done_keys(path: Path, fmt: str | None = None) -> set[tuple[str, str]]:
                     f"(columns found: {', '.join(fields)})"
                 )
             for row in reader:
-                if not (row.get("error") or "") and (row.get("score") or ""):
+                if _scored(row):
                     done.add((csv_unescape(row["a"] or ""), csv_unescape(row["b"] or "")))
             return done
         for number, line in enumerate(lines, start=1):
@@ -376,7 +396,7 @@ def read_done_keys(path: Path, fmt: str | None = None) -> set[tuple[str, str]]:
                 ) from None
             if not isinstance(obj, dict) or "a" not in obj or "b" not in obj:
                 raise ValueError(f"cannot resume from {path}: line {number} has no 'a' and 'b'")
-            if not obj.get("error") and obj.get("score") is not None:
+            if _scored(obj):
                 done.add((str(obj["a"]), str(obj["b"])))
     return done
 
@@ -439,7 +459,7 @@ def drop_rows_to_redo(out: Path, columns: list[str]) -> None:
         for row in rows[1:]:
             r = dict(zip(columns, row, strict=False))
             key = (r.get("a", ""), r.get("b", ""))
-            if r.get("error") or not r.get("score") or key in seen:
+            if not _scored(r) or key in seen:
                 dropped += 1
                 continue
             seen.add(key)
@@ -452,7 +472,7 @@ def drop_rows_to_redo(out: Path, columns: list[str]) -> None:
                 continue
             obj = json.loads(line)  # read_done_keys has checked every complete line
             key = (str(obj["a"]), str(obj["b"]))
-            if obj.get("error") or obj.get("score") is None or key in seen:
+            if not _scored(obj) or key in seen:
                 dropped += 1
                 continue
             seen.add(key)

@@ -200,6 +200,21 @@ def _complete_text(path: Path) -> str:
     return raw[: raw.rfind(b"\n") + 1].decode(_ENCODING, _ERRORS)
 
 
+def _is_score_column(name: Any) -> bool:
+    """``score``, or ``score_<model>`` of a run of several models."""
+    return isinstance(name, str) and (name == "score" or name.startswith("score_"))
+
+
+def _row_score(values: list[Any]) -> float | None:
+    """A row's (first) score when every score column holds a number ("inf" is one: PSNR of
+    identical images), else None (the row is redone)."""
+    nums = [v if isinstance(v, float | int) and not isinstance(v, bool) else _to_float(v)
+            for v in values]  # fmt: skip
+    if not nums or any(v is None for v in nums):
+        return None
+    return float(nums[0])  # type: ignore[arg-type]
+
+
 def _to_float(text: Any) -> float | None:
     if text is None or text == "":
         return None
@@ -238,7 +253,7 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str] | None, list[_Row]]:
                 i = col.get(name)
                 return cells[i] if i is not None and i < len(cells) else ""
 
-            score = _to_float(cell("score"))
+            score = _row_score([cell(n) for n in header if _is_score_column(n)])
             key = pair_key(
                 csv_unescape(cell("a")), csv_unescape(cell("b")), csv_unescape(cell("id"))
             )
@@ -257,8 +272,7 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str] | None, list[_Row]]:
             ) from None
         if not isinstance(obj, dict) or "a" not in obj or "b" not in obj:
             raise ResumeError(f"cannot resume from {path}: line {number} has no 'a' and 'b'")
-        score = obj.get("score")
-        score = float(score) if isinstance(score, (int, float)) else None
+        score = _row_score([obj.get(n) for n in obj if _is_score_column(n)])
         pid = obj.get("id")
         key = pair_key(str(obj["a"]), str(obj["b"]), None if pid is None else str(pid))
         rows.append(_Row(key, not obj.get("error") and score is not None, score, line))
