@@ -303,7 +303,7 @@ def test_cli_scores_info_and_export_for_a_classical_model(tmp_path) -> None:
     assert _rel([float(rows[f"{i}.png"][2]) for i in range(2)], ref) <= 1e-6
     meta = json.loads(out.with_name("s.csv.meta.json").read_text())
     assert meta["lower_is_better"] is False and meta["crop_border"] == 2
-    assert meta["summary"]["infinite"] == 1 and math.isfinite(meta["summary"]["mean"])
+    assert meta["last_run"]["infinite"] == 1 and math.isfinite(meta["last_run"]["mean"])
     info = cli("info", "ms-ssim").stdout
     assert "higher is better" in info and "0.0448" in info and "161" in info
     exp = cli("export", "ssim")

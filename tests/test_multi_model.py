@@ -115,7 +115,7 @@ def test_cli_several_models_columns_summary_meta_and_resume(
     assert meta["model"] == ["ssim", "psnr", "ms-ssim"]
     assert [m["lower_is_better"] for m in meta["models"]] == [False, False, False]
     assert all(len(m["bundle_sha256"]) == 64 for m in meta["models"])
-    s = meta["summary"]["models"]
+    s = meta["last_run"]["models"]  # this run, per model (summary: the whole file)
     assert s["ms-ssim"]["failed"] == 2 and s["psnr"]["failed"] == 1 and s["psnr"]["infinite"] == 1
     # Resume: cut the file after two rows; the rerun completes it, each pair once.
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
