@@ -126,7 +126,11 @@ def _make_engine(
     t0 = time.perf_counter()
     try:
         engine = Engine(
-            model, device=device, precision=precision, weights=weights, batch_size=batch_size,
+            model,
+            device=device,
+            precision=precision,
+            weights=weights,
+            batch_size=batch_size,
             crop_border=crop_border,
         )
     except (DpsFastError, ValueError, FileNotFoundError) as e:
