@@ -455,6 +455,11 @@ class PairScorer:
         if self.on_progress is not None and n:
             self.on_progress(n)
 
+    def _done(self, it: _Item) -> bool:
+        """Whether every model has scored (or failed) the pair: its record can go out."""
+        n = len(self.engines)
+        return bool(it.error) or all(k in it.per_tap or k in it.model_errors for k in range(n))
+
     def _run_window(self, items: list[_Item]) -> None:
         for _ in self._window_steps(items):
             pass
@@ -711,9 +716,7 @@ class PairScorer:
                 # run keeps every scored pair up to the first unscored one).
                 window, pos = windows[k], 0
                 for _ in itertools.chain(self._window_steps(window), [None]):
-                    while pos < len(window) and (
-                        window[pos].error or window[pos].per_tap is not None
-                    ):
+                    while pos < len(window) and self._done(window[pos]):
                         rec = self._record(window[pos])
                         window[pos].a = window[pos].b = None
                         yield rec
