@@ -229,7 +229,10 @@ class PairScorer:
         spatial_npy: bool = False,
         on_progress: Callable[[int], None] | None = None,
     ) -> None:
-        self.engines: list[Engine] = [engine] if isinstance(engine, Engine) else list(engine)
+        # One engine (or an engine-like object, e.g. a wrapper in tests), or a list of them.
+        self.engines: list[Engine] = (
+            list(engine) if isinstance(engine, (list, tuple)) else [engine]  # type: ignore[list-item]
+        )
         if not self.engines:
             raise ValueError("expected at least one engine, got none")
         self.names = [e.bundle.model for e in self.engines]
@@ -473,9 +476,14 @@ class PairScorer:
         self._progress(sum(1 for it in items if it.error or it.a is None))
         for group in groups.values():
             h, w = group[0].a.shape[:2]  # type: ignore[union-attr]
-            self._each_engine(group, (h, w), self._run_group)
-            self._progress(len(group))
-            yield
+            # One batch (the smallest of the engines' batch sizes) at a time: progress and the
+            # records go out per batch, not per group.
+            step = max(1, min(e.batch_len(h, w) for e in self.engines))
+            for s in range(0, len(group), step):
+                chunk = group[s : s + step]
+                self._each_engine(chunk, (h, w), self._run_group)
+                self._progress(len(chunk))
+                yield
 
     def _record(self, it: _Item) -> Record:
         if self.multi:

@@ -112,8 +112,9 @@ def test_non_finite_score_is_an_error_row(engine) -> None:
     n = len(engine.tap_names)
     for bad in (np.nan, np.inf):
         it = _Item(Pair("x.png", "y.png", None, None))
-        it.per_tap = np.full(n, 0.1, np.float32)
-        it.per_tap[0] = bad
+        pt = np.full(n, 0.1, np.float32)
+        pt[0] = bad
+        it.per_tap = {0: pt}  # by engine index (one engine here)
         rec = scorer._record(it)
         assert rec["score"] is None and "non-finite" in rec["error"], rec
         assert all(rec[f"tap_{t}"] is None for t in engine.tap_names)
