@@ -395,12 +395,10 @@ class PairScorer:
         for it, p in zip(items, per_tap, strict=True):
             it.per_tap[k] = p
 
-    def _each_engine(
-        self, items: list[_Item], hw: tuple[int, ...], run: Any, *, chunked: bool = True
-    ) -> None:
-        """``run(k, chunk)`` for every engine over chunks of its batch size (or all ``items``
-        at once: packed device batches); a failure (or an image below that model's minimum)
-        is that model's error on those pairs."""
+    def _each_engine(self, items: list[_Item], hw: tuple[int, ...], run: Any) -> None:
+        """``run(k, items)`` for every engine on one batch (the callers size it: at most every
+        engine's batch size, or a packed device batch); a failure (or an image below that
+        model's minimum) is that model's error on those pairs."""
         h, w = hw
         for k, eng in enumerate(self.engines):
             mh, mw = eng.bundle.min_size
@@ -410,14 +408,11 @@ class PairScorer:
                         f"image too small: {h}×{w} (H×W), this model needs at least {mh}×{mw}"
                     )
                 continue
-            step = eng.batch_len(h, w) if chunked else len(items)
-            for s in range(0, len(items), step):
-                chunk = items[s : s + step]
-                try:
-                    run(k, chunk)
-                except (ValueError, OSError, RuntimeError) as e:
-                    for it in chunk:
-                        it.model_errors[k] = f"scoring failed: {_describe(e)}"
+            try:
+                run(k, items)
+            except (ValueError, OSError, RuntimeError) as e:
+                for it in items:
+                    it.model_errors[k] = f"scoring failed: {_describe(e)}"
 
     def _run_group(self, k: int, items: list[_Item]) -> None:
         """Score pairs of one image size with engine ``k``; fills ``per_tap`` (and maps)."""
@@ -640,8 +635,7 @@ class PairScorer:
                 for chunk, a, b in prep.batches:
                     hw = tuple(a.shape[1:3])
                     self._each_engine(
-                        chunk, hw, lambda k, c, a=a, b=b: self._score_batch(k, c, a, b),
-                        chunked=False,
+                        chunk, hw, lambda k, c, a=a, b=b: self._score_batch(k, c, a, b)
                     )  # fmt: skip
                     self._progress(len(chunk))
                     if release is not None:  # device buffers go back to the decoder's pool
