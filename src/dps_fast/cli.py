@@ -398,7 +398,8 @@ def _write_rows(
     progress.close()
     elapsed = time.perf_counter() - t0
     run = scorer.stats.summary()
-    run["pairs_per_s"] = scorer.stats.scored / elapsed if elapsed > 0 else 0.0
+    processed = scorer.stats.scored + scorer.stats.failed  # failed pairs were processed too
+    run["pairs_per_s"] = processed / elapsed if elapsed > 0 else 0.0
     run["seconds"] = elapsed
     if scorer.heatmaps is not None:
         hm = scorer.heatmaps
@@ -442,34 +443,10 @@ def _print_summary(
     out: Path | None = None,
 ) -> None:
     """This run's counts; the statistics describe the whole results file after a resume."""
-    parts = [f"scored {summary['scored']}", f"failed {summary['failed']}"]
-    if "skipped (resume)" in summary:
-        parts.append(f"skipped {summary['skipped (resume)']} (already in --out)")
-    _err("summary: " + ", ".join(parts))
-    for name, s in summary.get("models", {}).items():
-        line = f"  {name}: scored {s['scored']}, failed {s['failed']}"
-        if "mean" in s:
-            line += "  " + "  ".join(f"{k} {s[k]:.6g}" for k in ("mean", "std", "median"))
-            line += f"  ({s['infinite']} infinite)" if s.get("infinite") else ""
+    from .io.summary import summary_lines
+
+    for line in summary_lines(summary, prov, whole, out):
         _err(line)
-    stats_of = summary
-    if whole is not None and "skipped (resume)" in summary:
-        _err(f"  {out}: {whole['rows']} rows, {whole['scored']} scored, {whole['failed']} failed")
-        stats_of = whole
-    if "mean" in stats_of:
-        stats = ("mean", "std", "median", "min", "max")
-        n_inf = stats_of.get("infinite")
-        inf = f"  ({n_inf} infinite, not in mean/std)" if n_inf else ""
-        _err("  " + "  ".join(f"{k} {stats_of[k]:.6g}" for k in stats) + inf)
-    model = prov["model"] if isinstance(prov["model"], str) else ",".join(prov["model"])
-    _err(
-        f"  model {model}, device {prov['device']}, precision {prov['precision']}, "
-        f"decode {prov['decode']}, {summary['pairs_per_s']:.1f} pairs/s"
-    )
-    hm = prov.get("heatmaps")
-    if hm is not None and hm["vmax"] is not None:
-        how = "chosen from the first maps" if hm["auto"] else "--vmax"
-        _err(f"  heatmaps in {hm['dir']}: white = distance {hm['vmax']:.3g} ({how})")
 
 
 def _one_side_notes(only_a: list[str], only_b: list[str], dir_a: Path, dir_b: Path) -> list[str]:

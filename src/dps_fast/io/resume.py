@@ -28,8 +28,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-import numpy as np
-
 from ..errors import DpsFastError
 from .results import (
     _ENCODING,
@@ -39,6 +37,7 @@ from .results import (
     meta_path,
     results_format,
 )
+from .summary import score_stats
 
 __all__ = [
     "PROVENANCE_KEYS",
@@ -190,7 +189,7 @@ class _Row:
 
     key: Key
     done: bool
-    score: float | None
+    scores: dict[str, float | None]  # each score column's value (None: empty or not a number)
     raw: str  # the line(s) as written, newline included
 
 
@@ -205,21 +204,23 @@ def _is_score_column(name: Any) -> bool:
     return isinstance(name, str) and (name == "score" or name.startswith("score_"))
 
 
-def _row_score(values: list[Any]) -> float | None:
-    """A row's (first) score when every score column holds a number ("inf" is one: PSNR of
-    identical images), else None (the row is redone)."""
-    nums = [v if isinstance(v, float | int) and not isinstance(v, bool) else _to_float(v)
-            for v in values]  # fmt: skip
-    if not nums or any(v is None for v in nums):
-        return None
-    return float(nums[0])  # type: ignore[arg-type]
+def _row_scores(cells: dict[str, Any]) -> dict[str, float | None]:
+    """The row's value in each score column ("inf" is a number: PSNR of identical images)."""
+    return {name: _to_float(v) for name, v in cells.items() if _is_score_column(name)}
 
 
-def _to_float(text: Any) -> float | None:
-    if text is None or text == "":
+def _is_done(error: Any, scores: dict[str, float | None]) -> bool:
+    """A row is done when it has no error and a number in every score column."""
+    return not error and bool(scores) and all(v is not None for v in scores.values())
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None or value == "":
         return None
+    if isinstance(value, float | int):
+        return float(value)
     try:
-        return float(text)
+        return float(value)
     except (TypeError, ValueError):
         return None
 
@@ -253,11 +254,11 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str] | None, list[_Row]]:
                 i = col.get(name)
                 return cells[i] if i is not None and i < len(cells) else ""
 
-            score = _row_score([cell(n) for n in header if _is_score_column(n)])
+            scores = _row_scores({n: cell(n) for n in header})
             key = pair_key(
                 csv_unescape(cell("a")), csv_unescape(cell("b")), csv_unescape(cell("id"))
             )
-            rows.append(_Row(key, not cell("error") and score is not None, score, raw))
+            rows.append(_Row(key, _is_done(cell("error"), scores), scores, raw))
         return header, rows
     rows = []
     for number, line in enumerate((x + "\n" for x in text.split("\n")[:-1]), start=1):
@@ -272,10 +273,10 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str] | None, list[_Row]]:
             ) from None
         if not isinstance(obj, dict) or "a" not in obj or "b" not in obj:
             raise ResumeError(f"cannot resume from {path}: line {number} has no 'a' and 'b'")
-        score = _row_score([obj.get(n) for n in obj if _is_score_column(n)])
+        scores = _row_scores(obj)
         pid = obj.get("id")
         key = pair_key(str(obj["a"]), str(obj["b"]), None if pid is None else str(pid))
-        rows.append(_Row(key, not obj.get("error") and score is not None, score, line))
+        rows.append(_Row(key, _is_done(obj.get("error"), scores), scores, line))
     return None, rows
 
 
@@ -442,22 +443,29 @@ def put_in_order(path: Path, pairs: Sequence[_PairLike], *, fmt: str | None = No
 
 
 def summarize_file(path: Path, *, fmt: str | None = None) -> dict[str, Any]:
-    """Counts and score statistics over every complete row of a results file."""
+    """Counts and score statistics over every complete row of a results file.
+
+    ``scored`` counts the rows with no error and every score; with one ``score`` column the
+    statistics (:func:`~dps_fast.io.summary.score_stats`) are over those rows. With
+    ``score_<model>`` columns (several models in one run), ``models`` holds each model's
+    ``scored`` (rows with a number in its column), ``failed`` and statistics.
+    """
     _, rows = _read_rows(Path(path), results_format(Path(path), fmt))
-    scores = np.asarray([r.score for r in rows if r.done], np.float64)
-    out: dict[str, Any] = {
-        "rows": len(rows),
-        "scored": int(scores.size),
-        "failed": len(rows) - int(scores.size),
-    }
-    if scores.size:
-        out.update(
-            mean=float(scores.mean()),
-            std=float(scores.std()),
-            median=float(np.median(scores)),
-            min=float(scores.min()),
-            max=float(scores.max()),
-        )
+    done = [r for r in rows if r.done]
+    out: dict[str, Any] = {"rows": len(rows), "scored": len(done), "failed": len(rows) - len(done)}
+    columns: dict[str, None] = {}  # every score column, in the order the rows have them
+    for r in rows:
+        columns.update(dict.fromkeys(r.scores))
+    if list(columns) == ["score"]:
+        out.update(score_stats(v for r in done if (v := r.scores["score"]) is not None))
+    elif columns:
+        models = {}
+        for col in columns:
+            values = [v for r in rows if (v := r.scores.get(col)) is not None]
+            name = col.removeprefix("score_")
+            models[name] = {"scored": len(values), "failed": len(rows) - len(values),
+                            **score_stats(values)}  # fmt: skip
+        out["models"] = models
     return out
 
 
