@@ -17,6 +17,7 @@ from ..cuda import CudaArrayView, DeviceBatch, cuda_array_view, is_cuda_array, r
 from ..errors import BundleError
 from ..manifest import graph_role
 from . import distances
+from .binding import BoundTensor, run_bound
 from .inputs import ImageLike, check_min_size, image_hw, pair_batches, to_batch, untrack
 from .session import DEVICES, available_providers, make_session
 
@@ -187,13 +188,7 @@ class Engine:
         if device != "cuda":
             return list(sess.run(None, feed))
         # CUDA: inputs copied once to the device, graph outputs (scores, maps) bound to host.
-        io = sess.io_binding()
-        for name, value in feed.items():
-            io.bind_cpu_input(name, np.ascontiguousarray(value))
-        for out in sess.get_outputs():
-            io.bind_output(out.name, "cpu")
-        sess.run_with_iobinding(io)
-        return list(io.copy_outputs_to_cpu())
+        return run_bound(sess, feed)
 
     # -- info -----------------------------------------------------------------------------
     @property
@@ -441,14 +436,9 @@ class Engine:
         parts: list[list[np.ndarray]] = []
         for i in range(0, n, step):
             j = min(n, i + step)
-            io = sess.io_binding()
-            for name, v in views.items():
-                shape = [j - i, *v.shape[1:]]
-                io.bind_input(name, "cuda", 0, v.dtype.type, shape, v.ptr + i * per_image)
-            for out in sess.get_outputs():
-                io.bind_output(out.name, "cpu")
-            sess.run_with_iobinding(io)
-            parts.append(list(io.copy_outputs_to_cpu()))
+            feed = {name: BoundTensor(v.ptr + i * per_image, (j - i, *v.shape[1:]), v.dtype)
+                    for name, v in views.items()}  # fmt: skip
+            parts.append(run_bound(sess, feed))
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
     def _score_device(
@@ -635,13 +625,7 @@ class Engine:
         out: list[DeviceBatch] = []
         for i in range(0, n, step):
             j = min(n, i + step)
-            io = sess.io_binding()
-            io.bind_cpu_input("image", np.ascontiguousarray(batch[i:j]))
-            for o in sess.get_outputs():
-                io.bind_output(o.name, "cuda")
-            sess.run_with_iobinding(io)
-            io.synchronize_outputs()
-            vals = io.get_outputs()
+            vals = run_bound(sess, {"image": batch[i:j]}, outputs_on="cuda", to_host=False)
             if not out:
                 shapes = [tuple(v.shape())[1:] for v in vals]
                 total = n * sum(int(np.prod(sh)) * 4 for sh in shapes)
@@ -659,9 +643,10 @@ class Engine:
         """Per-tap distances of image i against images s..e-1, features bound in place."""
         sess, _ = self._session("head")
         n = feats[0].shape[0]
-        io = sess.io_binding()
         rt = runtime()
         keep = []
+        feed: dict[str, np.ndarray | BoundTensor] = {}
+        f32 = np.dtype(np.float32)
         for t, f in enumerate(feats):
             row = f.nbytes // n
             a_ptr, a_n = f.ptr + i * row, 1
@@ -676,13 +661,9 @@ class Engine:
                 rt.synchronize(0)
                 keep.append(rep)
                 a_ptr, a_n = rep.ptr, e - s
-            io.bind_input(f"a_tap{t}", "cuda", 0, np.float32, [a_n, *f.shape[1:]], a_ptr)
-            io.bind_input(f"b_tap{t}", "cuda", 0, np.float32, [e - s, *f.shape[1:]],
-                          f.ptr + s * row)  # fmt: skip
-        for o in sess.get_outputs():
-            io.bind_output(o.name, "cpu")
-        sess.run_with_iobinding(io)
-        return np.asarray(io.copy_outputs_to_cpu()[0])
+            feed[f"a_tap{t}"] = BoundTensor(a_ptr, (a_n, *f.shape[1:]), f32)
+            feed[f"b_tap{t}"] = BoundTensor(f.ptr + s * row, (e - s, *f.shape[1:]), f32)
+        return np.asarray(run_bound(sess, feed)[0])
 
     def reduce(self, per_tap: np.ndarray) -> np.ndarray:
         """Scores (N,) from per-tap values: sum (LPIPS, DISTS) or mean (DPS) over taps."""
