@@ -44,9 +44,8 @@ def lpips_tap_map(fa: np.ndarray, fb: np.ndarray, lin: np.ndarray | None) -> np.
 
 
 # The blocked LPIPS head works on pieces of about this many bytes per side, so that the
-# chain normalise → subtract → square → weight stays in the core's L2 cache; measured on the
-# 2-vCPU Xeon (benchmarks/results/2026-11-26-cpu-2core-xeon-emr-head.md): 1.1–4.4× faster
-# than the same ops on whole taps, 1.0–1.9× faster than ONNX Runtime's head graph.
+# chain normalise → subtract → square → weight stays in the core's L2 cache (why, with the
+# figures: benchmarks/results/engine-defaults.md).
 BLOCK_BYTES = 1 << 20
 
 
@@ -75,8 +74,8 @@ _SCRATCH = threading.local()
 
 
 def _scratch(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Two float32 work arrays of ``shape``, kept per thread and reused (1.3–1.4× on large
-    taps: fresh megabyte arrays cost page faults every piece)."""
+    """Two float32 work arrays of ``shape``, kept per thread and reused: fresh megabyte arrays
+    cost page faults every piece (figures: benchmarks/results/engine-defaults.md)."""
     size = int(np.prod(shape))
     if size * 4 > 4 * BLOCK_BYTES:  # pieces far over the block size are not kept
         return np.empty(shape, np.float32), np.empty(shape, np.float32)
@@ -253,7 +252,7 @@ def dists_per_tap(
     Their sum over taps is ``1 − Σ(α·S1 + β·S2)``, the DISTS score. Computed as
     ``1 − S1 = (μx − μy)² / (μx² + μy² + c1)`` and ``1 − S2 = mean((x̃ − ỹ)²) / (σx² + σy² + c2)``
     (x̃, ỹ centred): the reference's value without its cancellations, which cost up to 1e-2
-    relative on 1024×768 images in float32.
+    relative on 1024×768 images in float32 (docs/numerics.md).
     """
     alpha = alpha.reshape(-1).astype(np.float64)
     beta = beta.reshape(-1).astype(np.float64)

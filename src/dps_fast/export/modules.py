@@ -155,8 +155,8 @@ def spatial_mean(t: torch.Tensor) -> torch.Tensor:
     """Mean over H and W as two reductions, W first then H: [N, C, H, W] → [N, C].
 
     ONNX Runtime's one ReduceMean over both axes sums all H·W values into one float32
-    accumulator: relative error 1.5e-4 at 1024×768 and 3e-4 at 2048×1536 (measured), which
-    DISTS' structure term amplifies to tens of percent. Row by row it stays near 1e-7.
+    accumulator, whose error DISTS' structure term amplifies to tens of percent; row by row it
+    stays near 1e-7 (figures and tolerances: docs/numerics.md).
     """
     return t.mean(dim=3).mean(dim=2)
 
@@ -261,7 +261,7 @@ class PairGraph(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # Two branches sharing the weights rather than one trunk on cat([a, b]): no Concat of
-        # the inputs and no Slice of every tap (measured 7–12 % faster on the CPU).
+        # the inputs and no Slice of every tap (faster; benchmarks/results/engine-defaults.md).
         fa = self.trunk(a)
         fb = self.trunk(b)
         per_tap, m = self.head.compute(fa, fb, a if self.head.spatial else None)
