@@ -155,6 +155,33 @@ class _G:
             out.append(self.op("ReduceMean", [r6], axes=[3, 5], keepdims=0))
         return out
 
+    def downsample_u8(self, xs: list[str]) -> list[str]:
+        """uint8 NHWC → float32 NCHW in [0, 1], average-pooled as :meth:`downsample`, pooling
+        first: the f×f sums of 8-bit values are exact in float32, then one scale by
+        1 / (255 f²) and a transpose of the pooled (f² times smaller) images: the same values as
+        scaling, transposing and pooling at full size (to float rounding), with two full-size
+        passes (cast, pool) instead of five."""
+        shape = self.op("Shape", [xs[0]])
+        n, h, w, c = (self.scalar_dim(shape, i) for i in range(4))
+        m = self.op("Cast", [self.op("Min", [h, w])], to=TensorProto.FLOAT)
+        r = self.op("Round", [self.op("Div", [m, self.const(np.float32(DOWNSAMPLE_TO))])])
+        f = self.op("Cast", [self.op("Max", [r, self.const(np.float32(1))])], to=TensorProto.INT64)
+        h2, w2 = self.op("Div", [h, f]), self.op("Div", [w, f])
+        starts, axes = self.const([0, 0], np.int64), self.const([1, 2], np.int64)
+        ends = self.vec(self.op("Mul", [h2, f]), self.op("Mul", [w2, f]))
+        shape6 = self.vec(n, h2, f, w2, f, c)
+        area = self.op("Cast", [self.op("Mul", [f, f])], to=TensorProto.FLOAT)
+        scale = self.op("Div", [self.const(np.float32(1)),
+                                self.op("Mul", [self.const(np.float32(255)), area])])  # fmt: skip
+        pool_axes = self.const([2, 4], np.int64)
+        out = []
+        for x in xs:
+            xc = self.op("Cast", [self.op("Slice", [x, starts, ends, axes])], to=TensorProto.FLOAT)
+            s = self.op("ReduceSum", [self.op("Reshape", [xc, shape6]), pool_axes], keepdims=0)
+            t = self.op("Transpose", [s], perm=[0, 3, 1, 2])
+            out.append(self.op("Mul", [t, scale]))
+        return out
+
     def half(self, xs: list[str]) -> list[str]:
         """MS-SSIM's step between scales: replicate-pad top/left by H%2 or W%2, 2×2 mean."""
         shape = self.op("Shape", [xs[0]])
@@ -264,6 +291,10 @@ def pair_graph(m: Measure, *, u8: bool = False) -> onnx.ModelProto:
     g = _G()
     if u8 and m.kind in ("mse", "mae", "psnr"):
         score = g.pixel_measure_u8(m, "a", "b")
+    elif u8 and m.kind == "ssim" and m.downsample and not m.luma:
+        a, b = g.downsample_u8(["a", "b"])
+        ssim, _ = g.ssim_cs(a, b, 3)
+        score = g.op("ReduceMean", [ssim], axes=[1], keepdims=0)
     else:
         a, b = ("a", "b") if not u8 else (g.to_float("a"), g.to_float("b"))
         score = g.measure(m, a, b)

@@ -164,12 +164,14 @@ class Engine:
             if s is None:
                 device = getattr(self, "device", self._requested_device)
                 # Channels-last convolutions on CUDA; CPU trunk threads do not spin, since the
-                # NumPy head or decoding follows on the same cores (engine-defaults.md).
+                # NumPy head or decoding follows on the same cores (engine-defaults.md), nor do
+                # a classical measure's: its graphs are short and, in a run of several models,
+                # another model's session runs next on those cores.
                 nhwc = role != "head"
+                spin = role != "trunk" and self.bundle.head != "classical"
                 path = self.bundle.checked_graph_path(key)
                 try:
-                    s = make_session(path, device, self.threads, prefer_nhwc=nhwc,
-                                     spin=role != "trunk")  # fmt: skip
+                    s = make_session(path, device, self.threads, prefer_nhwc=nhwc, spin=spin)
                 except Exception as e:
                     if not _is_graph_load_error(e):
                         raise
