@@ -6,10 +6,14 @@ scored, 1 some pairs failed (their rows say why), 2 usage or whole-run errors.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -233,49 +237,6 @@ def _resume_command(ctx: typer.Context) -> str:
     return shlex.join([*parts, "--resume"])
 
 
-def _model_provenance(engine: Engine) -> dict[str, Any]:
-    """What identifies one model's scores: bundle, its hash, weights, device, direction."""
-    info = engine.info
-    keys = ("model", "bundle", "bundle_sha256", "weights", "device", "providers", "precision",
-            "lower_is_better", "crop_border")  # fmt: skip
-    return {k: info[k] for k in keys}
-
-
-def _provenance(engine: Engine | list[Engine], options: dict[str, Any]) -> dict[str, Any]:
-    from .cuda import import_ort
-
-    onnxruntime = import_ort()
-
-    if isinstance(engine, list) and len(engine) > 1:
-        models = [_model_provenance(e) for e in engine]
-        return {
-            "model": [m["model"] for m in models],
-            "models": models,
-            "device": models[0]["device"],
-            "precision": models[0]["precision"],
-            "dps_fast": __version__,
-            "onnxruntime": onnxruntime.__version__,
-            "options": options,
-        }
-    if isinstance(engine, list):
-        engine = engine[0]
-    info = engine.info
-    return {
-        "model": info["model"],
-        "bundle": info["bundle"],
-        "bundle_sha256": info["bundle_sha256"],
-        "weights": info["weights"],
-        "device": info["device"],
-        "providers": info["providers"],
-        "precision": info["precision"],
-        "lower_is_better": info["lower_is_better"],
-        "crop_border": info["crop_border"],
-        "dps_fast": __version__,
-        "onnxruntime": onnxruntime.__version__,
-        "options": options,
-    }
-
-
 def _parse_vmax(vmax: str) -> float | None:
     """``--vmax``: None for auto, else a positive number (exit 2 saying what is expected)."""
     if vmax.strip().lower() == "auto":
@@ -291,129 +252,78 @@ def _parse_vmax(vmax: str) -> float | None:
 
 def _run_scoring(
     ctx: typer.Context,
-    engine: Engine | list[Engine],
+    engine: list[Engine],
     pairs: list[Any],
+    opts: ScoreOptions,
     *,
-    out: Path | None,
-    resume: bool,
-    resize: str,
-    per_layer: bool,
-    spatial_dir: Path | None,
-    workers: int | None,
-    decode: str,
     options: dict[str, Any],
     notes: list[str],
-    vmax: str = "auto",
-    heatmap: str = "map",
-    spatial_npy: bool = False,
 ) -> int:
+    """Score ``pairs`` into ``--out`` (or stdout) with :class:`~dps_fast.scoring_run.ScoringRun`;
+    this layer only turns its errors into exit codes and messages and draws the progress."""
     from .errors import DpsFastError
-    from .io.results import results_format
-    from .io.resume import ResultsFile
     from .pipeline import PairScorer
+    from .scoring_run import ScoringRun, provenance
 
-    if resume and out is None:
+    out = opts.out
+    if opts.resume and out is None:
         _fail("--resume needs --out FILE (the file to resume)")
     try:
-        if out is not None:
-            results_format(out)
         scorer = PairScorer(
-            engine, resize=resize, per_layer=per_layer, spatial_dir=spatial_dir, workers=workers,
-            decode=decode, vmax=_parse_vmax(vmax), heatmap_style=heatmap, spatial_npy=spatial_npy,
+            engine, resize=opts.resize, per_layer=opts.per_layer, spatial_dir=opts.spatial_dir,
+            workers=opts.workers, decode=opts.decode, vmax=_parse_vmax(opts.vmax),
+            heatmap_style=opts.heatmap, spatial_npy=opts.spatial_npy,
         )  # fmt: skip
+        run = ScoringRun(scorer, pairs, provenance=provenance(engine, options), out=out,
+                         resume=opts.resume, notes=notes)  # fmt: skip
     except ValueError as e:
         _fail(str(e))
-    columns = scorer.columns(with_id=any(p.id is not None for p in pairs))
-    prov = _provenance(engine, options)
-    prov["decode"] = scorer.decode_mode
-    prov["decode_reason"] = scorer.decode_reason
-    results: ResultsFile | None = None
-    todo = pairs
-    if out is not None:
-        results = ResultsFile(out, columns, pairs, prov, resume=resume)
-        try:
-            results.__enter__()
-        except (DpsFastError, OSError, ValueError) as e:
-            _fail(" ".join(str(e).split()))
-        todo = results.plan.todo
-        notes = [*results.plan.notes, *notes]
-        scorer.stats.skipped = results.plan.skipped
     try:
-        return _write_rows(scorer, todo, out, resume, columns, results, prov, notes,
-                           resume_cmd=_resume_command(ctx))  # fmt: skip
+        run.__enter__()
+    except (DpsFastError, OSError, ValueError) as e:
+        _fail(" ".join(str(e).split()))
+    try:
+        return _write_rows(run, resume_cmd=_resume_command(ctx))
     finally:
-        if results is not None:
-            results.__exit__(None, None, None)
+        run.__exit__(None, None, None)
 
 
-def _write_rows(
-    scorer: Any,
-    todo: list[Any],
-    out: Path | None,
-    resume: bool,
-    columns: list[str],
-    results: Any,
-    prov: dict[str, Any],
-    notes: list[str],
-    *,
-    resume_cmd: str = "",
-) -> int:
-    """Score ``todo`` into the writer; write failures (full disk, closed pipe) exit 2; Ctrl-C
-    says how many pairs were written and prints ``resume_cmd``, the command that continues."""
+def _write_rows(run: Any, *, resume_cmd: str = "") -> int:
+    """Write the run's rows; write failures (full disk, closed pipe) exit 2; Ctrl-C says how
+    many pairs were written and prints ``resume_cmd``, the command that continues."""
     from .errors import DpsFastError
-    from .io.results import ResultWriter
 
+    out = run.out
     try:
-        writer = ResultWriter(out, columns, resume=resume)
+        run.open_writer()
     except (OSError, ValueError) as e:
         _fail_write(e, out)
-    for n in notes:
+    for n in run.notes:
         _err(n)
-    progress = _Progress(len(todo))
-    scorer.on_progress = progress.advance
-    t0 = time.perf_counter()
-    written = 0
-    rows = scorer.run(todo)
+    progress = _Progress(len(run.todo))
+    run.scorer.on_progress = progress.advance
     try:
-        with writer:
-            for rec in rows:
-                writer.write(rec)
-                written += 1
+        run.write_rows()
     except DpsFastError as e:  # e.g. a graph of the bundle that fails its check on first use
         progress.close()
         _fail(" ".join(str(e).split()))
     except OSError as e:
         _fail_write(e, out)
     except KeyboardInterrupt:
-        rows.close()  # stop decoding
         progress.close()
-        _err(f"interrupted: {written} of {len(todo)} pairs written")
+        _err(f"interrupted: {run.written} of {len(run.todo)} pairs written")
         if out is not None:
             _err(f"continue with:\n  {resume_cmd}")
         else:
             _err("rows went to stdout: run with --out FILE to be able to continue with --resume")
         raise typer.Exit(130) from None
-    finally:
-        rows.close()
     progress.close()
-    elapsed = time.perf_counter() - t0
-    run = scorer.stats.summary()
-    processed = scorer.stats.scored + scorer.stats.failed  # failed pairs were processed too
-    run["pairs_per_s"] = processed / elapsed if elapsed > 0 else 0.0
-    run["seconds"] = elapsed
-    if scorer.heatmaps is not None:
-        hm = scorer.heatmaps
-        prov["heatmaps"] = {"dir": str(hm.folder), "vmax": hm.vmax, "auto": hm.auto,
-                            "style": hm.style, "npy": hm.npy}  # fmt: skip
-    whole = None
-    if results is not None:
-        results.provenance.update(prov)
-        try:
-            whole = results.finish(run)["summary"]
-        except OSError as e:
-            _fail(f"{e}; every row is in {out}, rerun with --resume to write the meta again")
-    _print_summary(run, prov, whole, out)
-    return 1 if scorer.stats.failed else 0
+    try:
+        outcome = run.finish()
+    except OSError as e:
+        _fail(f"{e}; every row is in {out}, rerun with --resume to write the meta again")
+    _print_summary(outcome.run, outcome.provenance, outcome.whole, out)
+    return 1 if outcome.failed else 0
 
 
 def _fail_write(e: Exception, out: Path | None) -> NoReturn:
@@ -458,54 +368,153 @@ def _one_side_notes(only_a: list[str], only_b: list[str], dir_a: Path, dir_b: Pa
     return notes
 
 
-def _ray_backend(pairs: list[Any], out: Path | None, spatial_dir: Path | None,
-                 **options: Any) -> int:  # fmt: skip
+# ---- score and score-pairs: one option set --------------------------------------------------
+@dataclass(frozen=True)
+class ScoreOptions:
+    """The options ``score`` and ``score-pairs`` share, parsed once (see ``_SCORE_OPTIONS``)."""
+
+    model: str
+    weights: Path | None
+    device: str
+    precision: str
+    batch_size: int | None
+    workers: int | None
+    resize: str
+    out: Path | None
+    resume: bool
+    per_layer: bool
+    spatial_dir: Path | None
+    vmax: str
+    heatmap: str
+    spatial_npy: bool
+    decode: str
+    backend: str
+    ray_address: str | None
+    actors: str
+    cpus_per_actor: float
+    gpus_per_actor: float
+    unit_size: int
+    no_progress_timeout: float
+    crop_border: int
+
+
+# The one declaration of those options: name → (type, Typer option), in --help order.
+_SCORE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "model": (str, MODEL),
+    "weights": (Path | None, WEIGHTS),
+    "device": (str, DEVICE),
+    "precision": (str, PRECISION),
+    "batch_size": (int | None, BATCH),
+    "workers": (int | None, WORKERS),
+    "resize": (str, RESIZE),
+    "out": (Path | None, OUT),
+    "resume": (bool, RESUME),
+    "per_layer": (bool, PER_LAYER),
+    "spatial_dir": (Path | None, SPATIAL_DIR),
+    "vmax": (str, VMAX),
+    "heatmap": (str, HEATMAP),
+    "spatial_npy": (bool, SPATIAL_NPY),
+    "decode": (str, DECODE),
+    "backend": (str, BACKEND),
+    "ray_address": (str | None, RAY_ADDRESS),
+    "actors": (str, ACTORS),
+    "cpus_per_actor": (float, CPUS_PER_ACTOR),
+    "gpus_per_actor": (float, GPUS_PER_ACTOR),
+    "unit_size": (int, UNIT_SIZE),
+    "no_progress_timeout": (float, NO_PROGRESS),
+    "crop_border": (int, CROP),
+}
+
+
+def _with_score_options(
+    *, after: dict[str, str] | None = None
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the shared scoring options (``_SCORE_OPTIONS``) as one ``opts:
+    ScoreOptions`` argument. The command declares only its own parameters; ``after`` places
+    one of its options after a shared one in --help (``{"match": "workers"}``)."""
+    after = after or {}
+
+    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.name != "opts"]
+        placed = {p.name: p for p in own if p.name in after}
+        params = [p for p in own if p.name not in placed]
+        kw = inspect.Parameter.KEYWORD_ONLY
+        for name, (kind, option) in _SCORE_OPTIONS.items():
+            params.append(inspect.Parameter(name, kw, default=option, annotation=kind))
+            params += [placed[o] for o, a in after.items() if a == name]
+        params = [p.replace(kind=kw) if p.kind == p.POSITIONAL_OR_KEYWORD else p for p in params]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> None:
+            shared = {k: kwargs.pop(k) for k in _SCORE_OPTIONS}
+            fn(**kwargs, opts=ScoreOptions(**shared))
+
+        hints = {k: v for k, v in fn.__annotations__.items() if k != "opts"}
+        command.__annotations__ = {**hints, **{k: t for k, (t, _) in _SCORE_OPTIONS.items()}}
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return command
+
+    return wrap
+
+
+def _score(
+    ctx: typer.Context,
+    pairs: list[Any],
+    opts: ScoreOptions,
+    *,
+    options: dict[str, Any],
+    notes: list[str],
+) -> NoReturn:
+    """What ``score`` and ``score-pairs`` do once their pairs are known: the Ray backend, or
+    engines and a scoring run; exits with the run's code."""
+    if opts.backend != "local":
+        raise typer.Exit(_ray_backend(pairs, opts))
+    engine = _make_engines(opts.model, opts.weights, opts.device, opts.precision,
+                           opts.batch_size, opts.crop_border)  # fmt: skip
+    raise typer.Exit(_run_scoring(ctx, engine, pairs, opts, options=options, notes=notes))
+
+
+def _ray_backend(pairs: list[Any], opts: ScoreOptions) -> int:
     """--backend ray: score on a Ray cluster into a folder of Parquet shards."""
     from .distributed.cli_run import run_ray_cli
 
-    if "," in str(options.get("model", "")):
+    if "," in opts.model:
         _fail("--backend ray scores one model per run; run it once per model")
-    if options.pop("crop_border", 0):
+    if opts.crop_border:
         _fail("--crop-border is not available with --backend ray")
-    if spatial_dir is not None:
+    if opts.spatial_dir is not None:
         _fail("--spatial-dir is not available with --backend ray")
-    if out is None:
+    if opts.out is None:
         _fail("--backend ray needs --out DIR (a folder of Parquet shards)")
-    code, messages = run_ray_cli(pairs, out, **options)
+    code, messages = run_ray_cli(
+        pairs, opts.out, backend=opts.backend, resume=opts.resume, model=opts.model,
+        weights=opts.weights, device=opts.device, precision=opts.precision,
+        batch_size=opts.batch_size, resize=opts.resize, per_layer=opts.per_layer,
+        workers=opts.workers, decode=opts.decode, address=opts.ray_address, actors=opts.actors,
+        cpus_per_actor=opts.cpus_per_actor, gpus_per_actor=opts.gpus_per_actor,
+        unit_size=opts.unit_size, no_progress_timeout=opts.no_progress_timeout,
+    )  # fmt: skip
     for m in messages:
         _err(m)
     return code
 
 
+def _check_resize(resize: str) -> None:
+    from .io.decode import parse_resize
+
+    parse_resize(resize)
+
+
 @app.command()
+@_with_score_options(after={"match": "workers"})
 def score(
     ctx: typer.Context,
     dir_a: Path = typer.Argument(..., metavar="DIR_A", help="Folder A (e.g. restored images)."),
     dir_b: Path = typer.Argument(..., metavar="DIR_B", help="Folder B (e.g. ground truth)."),
-    model: str = MODEL,
-    weights: Path | None = WEIGHTS,
-    device: str = DEVICE,
-    precision: str = PRECISION,
-    batch_size: int | None = BATCH,
-    workers: int | None = WORKERS,
     match: str = typer.Option("stem", "--match", help="stem | relpath | sorted"),
-    resize: str = RESIZE,
-    out: Path | None = OUT,
-    resume: bool = RESUME,
-    per_layer: bool = PER_LAYER,
-    spatial_dir: Path | None = SPATIAL_DIR,
-    vmax: str = VMAX,
-    heatmap: str = HEATMAP,
-    spatial_npy: bool = SPATIAL_NPY,
-    decode: str = DECODE,
-    backend: str = BACKEND,
-    ray_address: str | None = RAY_ADDRESS,
-    actors: str = ACTORS,
-    cpus_per_actor: float = CPUS_PER_ACTOR,
-    gpus_per_actor: float = GPUS_PER_ACTOR,
-    unit_size: int = UNIT_SIZE,
-    no_progress_timeout: float = NO_PROGRESS,
-    crop_border: int = CROP,
+    *,
+    opts: ScoreOptions,
 ) -> None:
     """Score the image pairs of two folders.
 
@@ -517,37 +526,21 @@ def score(
       dps-fast score restored/ reference/ --out scores.csv --resume
       dps-fast score restored/ reference/ --spatial-dir maps --heatmap panel
     """
-    from .io.decode import parse_resize
     from .io.pairing import MATCH_MODES, PairingError, pair_dirs
 
     if match not in MATCH_MODES:
         _fail(f"--match must be one of {', '.join(MATCH_MODES)}, got {match!r}")
     try:
-        parse_resize(resize)
+        _check_resize(opts.resize)
         pairing = pair_dirs(dir_a, dir_b, match=match)
     except (PairingError, ValueError) as e:
         _fail(" ".join(str(e).split()))
-    if backend != "local":
-        raise typer.Exit(_ray_backend(
-            pairing.pairs, out, spatial_dir, backend=backend, resume=resume, model=model,
-            weights=weights, device=device, precision=precision, batch_size=batch_size,
-            resize=resize, per_layer=per_layer, workers=workers, decode=decode,
-            address=ray_address, actors=actors, cpus_per_actor=cpus_per_actor,
-            gpus_per_actor=gpus_per_actor, unit_size=unit_size,
-            no_progress_timeout=no_progress_timeout, crop_border=crop_border,
-        ))  # fmt: skip
-    engine = _make_engines(model, weights, device, precision, batch_size, crop_border)
     notes = _one_side_notes(pairing.only_a, pairing.only_b, dir_a, dir_b)
     if pairing.note:
         notes.insert(0, f"note: {pairing.note}")
-    options = {"dir_a": str(dir_a), "dir_b": str(dir_b), "match": match, "resize": resize,
-               "per_layer": per_layer, "batch_size": batch_size}  # fmt: skip
-    code = _run_scoring(
-        ctx, engine, pairing.pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
-        spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=notes,
-        vmax=vmax, heatmap=heatmap, spatial_npy=spatial_npy,
-    )  # fmt: skip
-    raise typer.Exit(code)
+    options = {"dir_a": str(dir_a), "dir_b": str(dir_b), "match": match, "resize": opts.resize,
+               "per_layer": opts.per_layer, "batch_size": opts.batch_size}  # fmt: skip
+    _score(ctx, pairing.pairs, opts, options=options, notes=notes)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -559,6 +552,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 @app.command("score-pairs")
+@_with_score_options()
 def score_pairs_cmd(
     ctx: typer.Context,
     pairs_csv: Path = typer.Argument(
@@ -567,29 +561,8 @@ def score_pairs_cmd(
     columns: str = typer.Option(
         "a,b", "--columns", help="The manifest's A and B path columns, e.g. ref,dist."
     ),
-    model: str = MODEL,
-    weights: Path | None = WEIGHTS,
-    device: str = DEVICE,
-    precision: str = PRECISION,
-    batch_size: int | None = BATCH,
-    workers: int | None = WORKERS,
-    resize: str = RESIZE,
-    out: Path | None = OUT,
-    resume: bool = RESUME,
-    per_layer: bool = PER_LAYER,
-    spatial_dir: Path | None = SPATIAL_DIR,
-    vmax: str = VMAX,
-    heatmap: str = HEATMAP,
-    spatial_npy: bool = SPATIAL_NPY,
-    decode: str = DECODE,
-    backend: str = BACKEND,
-    ray_address: str | None = RAY_ADDRESS,
-    actors: str = ACTORS,
-    cpus_per_actor: float = CPUS_PER_ACTOR,
-    gpus_per_actor: float = GPUS_PER_ACTOR,
-    unit_size: int = UNIT_SIZE,
-    no_progress_timeout: float = NO_PROGRESS,
-    crop_border: int = CROP,
+    *,
+    opts: ScoreOptions,
 ) -> None:
     """Score the pairs listed in a CSV manifest.
 
@@ -600,34 +573,18 @@ def score_pairs_cmd(
       dps-fast score-pairs pairs.csv --out scores.jsonl
       dps-fast score-pairs pairs.csv --columns ref,dist --out scores.csv
     """
-    from .io.decode import parse_resize
     from .io.pairing import PairingError, read_pairs_manifest
 
-    if out is not None and _same_file(out, pairs_csv):
-        _fail(f"--out {out} is the manifest being read; write the results to another file")
+    if opts.out is not None and _same_file(opts.out, pairs_csv):
+        _fail(f"--out {opts.out} is the manifest being read; write the results to another file")
     try:
-        parse_resize(resize)
+        _check_resize(opts.resize)
         pairs = read_pairs_manifest(pairs_csv, columns)
     except (PairingError, ValueError) as e:
         _fail(" ".join(str(e).split()))
-    if backend != "local":
-        raise typer.Exit(_ray_backend(
-            pairs, out, spatial_dir, backend=backend, resume=resume, model=model,
-            weights=weights, device=device, precision=precision, batch_size=batch_size,
-            resize=resize, per_layer=per_layer, workers=workers, decode=decode,
-            address=ray_address, actors=actors, cpus_per_actor=cpus_per_actor,
-            gpus_per_actor=gpus_per_actor, unit_size=unit_size,
-            no_progress_timeout=no_progress_timeout, crop_border=crop_border,
-        ))  # fmt: skip
-    engine = _make_engines(model, weights, device, precision, batch_size, crop_border)
-    options = {"manifest": str(pairs_csv), "columns": columns, "resize": resize,
-               "per_layer": per_layer, "batch_size": batch_size}  # fmt: skip
-    code = _run_scoring(
-        ctx, engine, pairs, out=out, resume=resume, resize=resize, per_layer=per_layer,
-        spatial_dir=spatial_dir, workers=workers, decode=decode, options=options, notes=[],
-        vmax=vmax, heatmap=heatmap, spatial_npy=spatial_npy,
-    )  # fmt: skip
-    raise typer.Exit(code)
+    options = {"manifest": str(pairs_csv), "columns": columns, "resize": opts.resize,
+               "per_layer": opts.per_layer, "batch_size": opts.batch_size}  # fmt: skip
+    _score(ctx, pairs, opts, options=options, notes=[])
 
 
 @app.command()
@@ -661,15 +618,11 @@ def matrix(
       dps-fast matrix photos/ --out m.npy
       dps-fast matrix photos/ --out m.csv --resize 256x256 --crop center --max-memory 300MB
     """
-    import csv
-
-    import numpy as np
-
     from .io.pairing import list_images
-    from .io.results import format_float, write_meta
-    from .matrix import compute_matrix, parse_budget, parse_matrix_resize
+    from .matrix import parse_budget, parse_matrix_resize
+    from .matrix_file import MATRIX_SUFFIXES, write_matrix_file
 
-    if out.suffix not in (".npy", ".csv"):
+    if out.suffix not in MATRIX_SUFFIXES:
         _fail(f"--out must end in .npy or .csv, got {out.name!r}")
     if not folder.is_dir():
         _fail(f"folder not found: {folder}")
@@ -678,57 +631,27 @@ def matrix(
         rs = parse_matrix_resize(resize, crop)
     except ValueError as e:
         _fail(f"--max-memory/--resize/--crop: {e}")
-    names = list_images(folder)
-    if not names:
+    if not list_images(folder):
         _fail(f"no images found in {folder}")
     engine = _make_engine(model, weights, device, precision, batch_size)
-    n = len(names)
-    # The matrix is written into a file as it is filled (a memory map), so it need not fit in
-    # RAM either; the .npy is renamed into place only when complete.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npy")
-    t0 = time.perf_counter()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        m = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, n))
-    except OSError as e:
-        _fail(f"cannot write {out}: {e.strerror or e}")
 
     def say_plan(plan: Any) -> None:
         _err(f"matrix: {plan.describe()}")
 
+    options = {"dir": str(folder), "resize": str(rs), "crop": crop, "max_memory": budget,
+               "batch_size": batch_size}  # fmt: skip
     try:
-        res = compute_matrix(folder, engine=engine, resize=rs, max_feature_bytes=budget,
-                             workers=workers, out=m, on_plan=say_plan)  # fmt: skip
-        m.flush()
-        if out.suffix == ".npy":
-            del m
-            os.replace(tmp, out)
-            out.with_suffix(".labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
-        else:
-            with open(out, "w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f, lineterminator="\n")
-                w.writerow(["", *names])
-                for lab, row in zip(names, m, strict=True):
-                    w.writerow([lab, *(format_float(v) for v in row)])
+        res = write_matrix_file(folder, out, engine=engine, resize=rs, max_feature_bytes=budget,
+                                workers=workers, on_plan=say_plan, options=options)  # fmt: skip
     except ValueError as e:
         _fail(" ".join(str(e).split()))
     except OSError as e:
-        _fail(f"cannot write {out}: {e.strerror or e}")
-    finally:
-        tmp.unlink(missing_ok=True)
-    seconds = time.perf_counter() - t0
-    meta = _provenance(engine, {"dir": str(folder), "resize": str(rs), "crop": crop,
-                                "max_memory": budget, "batch_size": batch_size})  # fmt: skip
-    meta.update(images=n, labels=names, errors=res.errors, seconds=seconds,
-                plan=None if res.plan is None else res.plan.as_dict())  # fmt: skip
-    try:
-        write_meta(out, meta)
-    except OSError as e:
         _fail(str(e))
+    n = len(res.labels)
     for name, why in res.errors.items():
         _err(f"  unreadable (NaN row and column): {name}: {why}")
     _err(
-        f"matrix: {n} images, {n * (n - 1) // 2} pairs in {seconds:.2f} s "
+        f"matrix: {n} images, {n * (n - 1) // 2} pairs in {res.seconds:.2f} s "
         f"({engine.info['model']}, {engine.device})"
         + (f", {len(res.errors)} unreadable" if res.errors else "")
         + f" → {out}"
