@@ -7,11 +7,15 @@ ReduceMean over H·W, NumPy's einsum) and DISTS' E[xy] − μxμy lost up to hal
 
 from __future__ import annotations
 
+import gc
+from typing import Any
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
+from dps_fast import Engine
 from dps_fast.engine import distances
 from dps_fast.export.modules import Head
 from dps_fast.registry import get_model
@@ -90,45 +94,68 @@ def test_dists_heads_match_float64_at_photo_sizes(size, tmp_path) -> None:
 
 # ---------------------------------------------------------------- every family, end to end
 
-# (name, slow): VGG-sized models are marked slow (still in the default run).
-FAMILY_MODELS = [
-    (f"lpips-{net}{v}", net == "vgg")
-    for net in ("alex", "squeeze")
-    for v in ("", "-v0.0", "-baseline")
-]
 # size → which of photo_pairs' three pairs (JPEG q55, blur, noise + shift) run there
 REAL_SIZES = {"512x512": ((512, 512), [0, 1, 2]), "1024x768": ((768, 1024), [0, 1])}
-_TRUNK_CACHE: dict[tuple[str, bool], dict] = {}
+VERSIONS = ("", "-v0.0", "-baseline")
 
 
-def _cache(key: str, trunk32: bool) -> dict:
-    return _TRUNK_CACHE.setdefault((key, trunk32), {})
+def _photo_cases() -> list[Any]:
+    """Cases ordered so that the three LPIPS forms of one net at one size run back to back
+    (they share the reference trunk's features, see ``_cache``). VGG-sized models are slow
+    (still in the default run): lpips-vgg in its three forms at 1024×768 only (what grows with
+    the size is the head's reductions; a VGG case costs 30–70 s here), DISTS at both sizes."""
+    cases = []
+    for net in ("alex", "squeeze", "vgg"):
+        for size in REAL_SIZES:
+            for v in VERSIONS:
+                if net == "vgg" and size == "512x512":
+                    continue
+                cases.append((f"lpips-{net}{v}", size, net == "vgg"))
+    cases += [("dps-resnet18", size, False) for size in REAL_SIZES]
+    cases += [("dists", size, True) for size in REAL_SIZES]
+    return [
+        pytest.param(n, size, marks=[pytest.mark.slow] if slow else [], id=f"{n}-{size}")
+        for n, size, slow in cases
+    ]
+
+
+# One reference trunk's features at a time: float64 (or float32 VGG) features of a 1024×768
+# pair are ~1.6 GB for VGG, so only the current (trunk, size) is kept, not the whole session's.
+_TRUNK_CACHE: dict[tuple[str, bool, str], dict] = {}
+
+
+def _cache(key: str, trunk32: bool, size: str) -> dict:
+    k = (key, trunk32, size)
+    if k not in _TRUNK_CACHE:
+        _TRUNK_CACHE.clear()
+        gc.collect()
+    return _TRUNK_CACHE.setdefault(k, {})
 
 
 def assert_close_each(got: np.ndarray, ref: np.ndarray) -> None:
-    """The Contracts' tolerance for every pair on its own: |Δ| ≤ 1e-5 or |Δ| / |ref| ≤ 1e-4."""
+    """The tolerance of docs/numerics.md for every pair on its own: |Δ| ≤ 1e-5 or
+    |Δ| / |ref| ≤ 1e-4."""
     d = np.abs(got.astype(np.float64) - ref)
     ok = (d <= 1e-5) | (d <= 1e-4 * np.abs(ref))
     assert ok.all(), f"|Δ| {d}, relative {d / np.abs(ref)}; got {got}, float64 {ref}"
 
 
-PHOTO_CASES = [
-    pytest.param(n, size, marks=[pytest.mark.slow] if slow else [], id=f"{n}-{size}")
-    for n, slow in [*FAMILY_MODELS, ("dps-resnet18", False)]
-    for size in REAL_SIZES
-] + [pytest.param("dists", "512x512", marks=[pytest.mark.slow], id="dists-512x512")]
+PHOTO_CASES = _photo_cases()
 
 
 @pytest.mark.parametrize(("name", "size"), PHOTO_CASES)
-def test_parity_at_photo_sizes(name, size, engines, weights_file, monkeypatch) -> None:
+def test_parity_at_photo_sizes(name, size, bundle, weights_file, monkeypatch) -> None:
     """Engine scores on decoded uint8 photo pairs vs the reference packages in float64.
 
     The reference's trunk runs in float64 too, except VGG's (float32 trunk, float64 head: a
     float64 VGG costs 10–60 s per image here, and measured once on a 1024×768 JPEG pair, DISTS'
     float64 head on float32 trunk features was 1.4e-11 from the all-float64 score).
+
+    The engine is this test's own, not the session's shared one: its memory arena grows to the
+    photo size's activations (GBs for VGG) and is freed when the test ends.
     """
     (h, w), which = REAL_SIZES[size]
-    eng = engines(name)
+    eng = Engine(bundle(name), device="cpu")
     spec = get_model(name)
     trunk32 = spec.arch == "vgg16"
     if trunk32 and h * w > 512 * 512:
@@ -140,7 +167,7 @@ def test_parity_at_photo_sizes(name, size, engines, weights_file, monkeypatch) -
     with torch.inference_mode():
         if spec.head == "dists":
             ref_m = dists_float64(
-                weights_file("vgg16"), monkeypatch, _cache("dists", trunk32), trunk32
+                weights_file("vgg16"), monkeypatch, _cache("dists", trunk32, size), trunk32
             )
             ref = ref_m(ta, tb).reshape(-1).numpy()
         elif spec.head == "dps":
@@ -152,7 +179,7 @@ def test_parity_at_photo_sizes(name, size, engines, weights_file, monkeypatch) -
             net = name.split("-")[1]
             ref_m = lpips_float64(
                 net, spec.lpips_version or "0.1", spec.head == "lpips",
-                weights_file(LPIPS_NET[net]), _cache(net, trunk32), trunk32,
+                weights_file(LPIPS_NET[net]), _cache(net, trunk32, size), trunk32,
             )  # fmt: skip
             ref = ref_m(ta, tb, normalize=True).reshape(-1).numpy()
     got = eng.score(a8, b8)
