@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from dps_fast.cli import app
 from dps_fast.cuda import cuda_array_view
-from dps_fast.errors import ProviderError
+from dps_fast.errors import InputTypeError, ProviderError
 from dps_fast.io import decode_image
-from dps_fast.io.gpu_decode import import_nvimgcodec, is_plain_jpeg
+from dps_fast.io.gpu_decode import BatchDecoder, import_nvimgcodec, is_plain_jpeg
 from dps_fast.io.pairing import pair_dirs
 from dps_fast.pipeline import PairScorer
 from tests.helpers import images as im
@@ -31,13 +31,18 @@ H, W = 64, 80
 
 
 class HostBatchDecoder:
-    """The GPU decoder's interface on the host (Pillow), counting what it is given."""
+    """The GPU decoder's interface on the host (Pillow), counting what it is given.
+
+    Nothing to reuse on the host: ``recycle`` and ``release`` only count their calls.
+    """
 
     def __init__(self, fail_stack: bool = False) -> None:
         self.decoded = 0
         self.stacked: list[int] = []
         self.stack_calls = 0
         self.fail_stack = fail_stack
+        self.recycled = 0
+        self.released: list[int] = []
 
     def accepts(self, data: bytes) -> bool:
         return is_plain_jpeg(data)
@@ -58,6 +63,12 @@ class HostBatchDecoder:
             raise RuntimeError("simulated device failure")
         self.stacked.append(len(images))
         return np.stack(images)
+
+    def recycle(self, images: list[Any]) -> None:
+        self.recycled += len(images)
+
+    def release(self, batch: Any) -> None:
+        self.released.append(len(batch))
 
 
 @pytest.fixture
@@ -110,6 +121,39 @@ def test_batch_decode_flow_matches_cpu_path(engines, folders) -> None:
     # the decoder saw the plain JPEGs only: not the PNG, not the ICC-tagged JPEG
     assert dec.decoded == 10 + 2 + 2 + 1 + 2  # j*, mismatch, broken, icc (b side only), grey
     assert sum(dec.stacked) == 2 * 6  # j0..j4 and grey, both sides, packed in batches
+    # every packed batch went back to the decoder once scored, every decoded image once packed
+    assert sorted(dec.released) == sorted(dec.stacked)
+    assert dec.recycled == dec.decoded - 1  # every image it decoded: all but the broken one
+
+
+def test_decoder_protocol_is_complete() -> None:
+    """The pipeline calls every method of the protocol; a decoder lacking one is refused at
+    the start with the missing names, not with an AttributeError part-way through a run."""
+    assert isinstance(HostBatchDecoder(), BatchDecoder)
+
+    class NoRelease:
+        def accepts(self, data: bytes) -> bool:
+            return True
+
+        def decode(self, datas: list[bytes]) -> list[Any | None]:
+            return []
+
+        def stack(self, images: list[Any]) -> Any:
+            return None
+
+        def recycle(self, images: list[Any]) -> None:
+            pass
+
+    assert not isinstance(NoRelease(), BatchDecoder)
+
+
+def test_incomplete_decoder_is_refused(engines) -> None:
+    class Partial:
+        def accepts(self, data: bytes) -> bool:
+            return True
+
+    with pytest.raises(InputTypeError, match=r"lacks decode, stack, recycle, release"):
+        PairScorer(engines("lpips-alex"), decoder=Partial())  # type: ignore[arg-type]
 
 
 def test_batch_decode_device_failure_falls_back_to_cpu(engines, folders, caplog) -> None:

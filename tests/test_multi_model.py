@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dps_fast.pipeline as pipeline
+import dps_fast.pipeline.loader as loader
 from dps_fast import Engine, score_dirs, score_pairs
 from tests.helpers import images as im
 from tests.test_cli import cli
@@ -49,16 +49,16 @@ def test_score_dirs_decodes_once_and_matches_single_runs(
     engines = [Engine(bundle("lpips-squeeze"), device="cpu"), Engine("ssim"), Engine("psnr")]
     names = [e.bundle.model for e in engines]
     calls: Counter[str] = Counter()
-    real = pipeline.decode_image
+    real = loader.decode_image
 
     def counting(path, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls[str(path)] += 1
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "decode_image", counting)
+    monkeypatch.setattr(loader, "decode_image", counting)
     multi = {r["a"]: r for r in score_dirs(a, b, engine=engines, workers=2)}
     assert calls and max(calls.values()) == 1  # every file decoded once for three models
-    monkeypatch.setattr(pipeline, "decode_image", real)
+    monkeypatch.setattr(loader, "decode_image", real)
     for name, eng in zip(names, engines, strict=True):
         single = {r["a"]: r for r in score_dirs(a, b, engine=eng)}
         for key, r in single.items():

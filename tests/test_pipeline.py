@@ -59,6 +59,30 @@ def test_score_pairs_reuses_shared_images(tmp_path, engines) -> None:
     np.testing.assert_allclose([r["score"] for r in recs], want, rtol=0, atol=1e-6)
 
 
+def test_shared_image_decoded_once_per_run(tmp_path, engines) -> None:
+    """A reference used by pairs in several decode windows is decoded once for the run (while
+    it fits the decode cache), not once per window; with no cache, once per window."""
+    from dps_fast.io.pairing import read_pairs_manifest
+    from dps_fast.pipeline import PairScorer
+
+    eng = engines("lpips-squeeze")
+    _, _, u8a, u8b = _folders(tmp_path)
+    manifest = tmp_path / "pairs.csv"
+    rows = ["a,b"] + [f"A/00.png,B/{i % 5:02d}.png" for i in range(12)]
+    manifest.write_text("\n".join(rows) + "\n")
+    pairs = read_pairs_manifest(manifest)
+    ref = tmp_path / "A" / "00.png"
+    kept = PairScorer(eng, window=3, workers=2)
+    recs = list(kept.run(pairs))
+    assert kept.decodes[ref] == 1  # four windows, one decode
+    assert all(kept.decodes[tmp_path / "B" / f"{i:02d}.png"] == 1 for i in range(5))
+    want = eng.score(u8a[:1], u8b)
+    np.testing.assert_allclose([r["score"] for r in recs], np.tile(want, 3)[:12], atol=1e-6)
+    per_window = PairScorer(eng, window=3, workers=2, decode_cache_bytes=0)
+    assert [r["score"] for r in per_window.run(pairs)] == [r["score"] for r in recs]
+    assert per_window.decodes[ref] == 4
+
+
 def test_distance_matrix(tmp_path, engines) -> None:
     eng = engines("lpips-squeeze")
     da, _, u8a, _ = _folders(tmp_path, n=4)

@@ -160,7 +160,7 @@ def score_iter(
     cores, ≤ 8). Without ``engine``, one is made from ``engine_options`` (``model``,
     ``device``, ``precision``, ``weights``, ``threads``, ``batch_size``).
     """
-    from .pipeline import _engine, default_workers
+    from .pipeline import default_workers, one_engine
 
     if isinstance(pairs, str | os.PathLike | Path):
         raise TypeError(
@@ -169,7 +169,7 @@ def score_iter(
         )
     if max_bytes < 1:
         raise ValueError(f"expected max_bytes ≥ 1, got {max_bytes}")
-    eng = _engine(engine, dict(engine_options))
+    eng = one_engine(engine, dict(engine_options))
     taps = eng.taps
     n_workers = workers or default_workers()
     source = iter(pairs)

@@ -18,7 +18,8 @@ from dps_fast import Engine
 from dps_fast.io import decode_image
 from dps_fast.io.decode import ImageDecodeError, read_size
 from dps_fast.io.pairing import Pair
-from dps_fast.pipeline import PairScorer, _Item
+from dps_fast.pipeline import PairScorer
+from dps_fast.pipeline.items import PairItem
 from tests.helpers import images as im
 from tests.hostile.hostile_util import (
     SIZE,
@@ -111,11 +112,11 @@ def test_non_finite_score_is_an_error_row(engine) -> None:
     scorer = PairScorer(engine, per_layer=True)
     n = len(engine.tap_names)
     for bad in (np.nan, np.inf):
-        it = _Item(Pair("x.png", "y.png", None, None))
+        it = PairItem(Pair("x.png", "y.png", None, None))
         pt = np.full(n, 0.1, np.float32)
         pt[0] = bad
         it.per_tap = {0: pt}  # by engine index (one engine here)
-        rec = scorer._record(it)
+        rec = scorer.records(it)
         assert rec["score"] is None and "non-finite" in rec["error"], rec
         assert all(rec[f"tap_{t}"] is None for t in engine.tap_names)
     assert scorer.stats.failed == 2 and scorer.stats.scored == 0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..io.decode import decode_image, parse_resize
-from ..pipeline import _Loader
+from ..pipeline import ImageLoader
 from .items import Dataset
 from .summary import Row
 
@@ -48,7 +48,7 @@ def _distances(engine: Engine, a: list[np.ndarray], b: list[np.ndarray]) -> np.n
 
 def shift_flips(engine: Engine, ds: Dataset, resize: str, model: str) -> list[Row]:
     """Rank-flip rates of a BAPPS 2AFC dataset under 1–3 px shifts (rows per subset and all)."""
-    loader = _Loader(parse_resize(resize), engine.bundle.min_size)
+    loader = ImageLoader(parse_resize(resize), engine.bundle.min_size)
     rows: list[Row] = []
     per_shift: dict[int, list[float]] = {n: [] for n in SHIFTS}
     for sub in ds.subsets:
@@ -123,7 +123,7 @@ def monotonicity(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Row]:
     """Share of ladder steps where the distance strictly rises, per ladder and overall."""
-    loader = _Loader(parse_resize(resize), engine.bundle.min_size)
+    loader = ImageLoader(parse_resize(resize), engine.bundle.min_size)
     refs = list(dict.fromkeys(it.pairs[0].b_path for it in ds.items))[:max_refs]
     rises: dict[str, list[bool]] = {k: [] for k in LADDERS}
     for r, path in enumerate(refs):

@@ -4,7 +4,8 @@ One file per model and dataset, ``scores/<model>/<dataset>.csv``: the results co
 ``dps-fast score`` (``a, b, score, error, tap_<name>…, id``, per-tap values always kept so layer
 subsets are recombined later) plus the item's labels, so every statistic can be recomputed
 from the file alone (``--from-scores``). A reference shared by many distorted images is decoded
-once (cached here) and run through the trunk once (the pipeline's feature cache).
+once and run through the trunk once (the pipeline keeps shared images and their features for
+the run).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import csv
 import json
 import math
 import re
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +24,13 @@ import numpy as np
 
 from ..io.pairing import Pair
 from ..io.results import ResultWriter, drop_rows_to_redo, meta_path, read_done_keys, write_meta
-from ..pipeline import PairScorer, _Loader
+from ..pipeline import PairScorer
 from .items import Dataset, LayoutError
 
 if TYPE_CHECKING:
     from ..engine import Engine
 
 LABEL_COLUMNS = ("item", "role", "subset", "label", "label_std", "group", "dtype")
-DECODE_CACHE_BYTES = 256 * 1024 * 1024
 Progress = Callable[[int, int], None]
 
 
@@ -46,38 +45,6 @@ def lower_is_better(engine: Engine) -> bool:
 def safe_name(name: str) -> str:
     """A model or dataset name usable as a file name."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "model"
-
-
-class _SharedDecodeLoader(_Loader):
-    """The pipeline's loader, keeping decoded images used by several pairs (bounded LRU)."""
-
-    def __init__(self, base: _Loader, uses: Counter[Path], max_bytes: int) -> None:
-        super().__init__(base.resize, base.min_size)
-        self.uses = uses
-        self.max_bytes = max_bytes
-        self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.decoded: Counter[Path] = Counter()
-
-    def decode(self, path: Path | None) -> np.ndarray:
-        if path is not None and self.uses[path] > 1:
-            with self._lock:
-                img = self._cache.get(path)
-                if img is not None:
-                    self._cache.move_to_end(path)
-                    return img
-        img = super().decode(path)
-        if path is not None:
-            with self._lock:
-                self.decoded[path] += 1
-                if self.uses[path] > 1 and img.nbytes <= self.max_bytes:
-                    self._cache[path] = img
-                    self._bytes += img.nbytes
-                    while self._bytes > self.max_bytes:
-                        _, old = self._cache.popitem(last=False)
-                        self._bytes -= old.nbytes
-        return img
 
 
 def score_columns(taps: Iterable[str]) -> list[str]:
@@ -136,10 +103,7 @@ def score_dataset(
         drop_rows_to_redo(path, cols)
     todo = [p for p in pairs if (p.a, p.b) not in done]
     scorer = PairScorer(engine, resize=resize, per_layer=True, workers=workers, decode=decode)
-    uses: Counter[Path] = Counter(q for p in todo for q in (p.a_path, p.b_path) if q is not None)
-    loader = _SharedDecodeLoader(scorer.loader, uses, DECODE_CACHE_BYTES)
-    scorer.loader = loader
-    run = ScoreRun(path, skipped=len(pairs) - len(todo), decoded=loader.decoded)
+    run = ScoreRun(path, skipped=len(pairs) - len(todo), decoded=scorer.decodes)
     t0 = time.perf_counter()
     with ResultWriter(path, cols, resume=resume) as w:
         for i, rec in enumerate(scorer.run(todo), 1):

@@ -3,9 +3,11 @@
 The folder pipeline reads file bytes in threads, asks :meth:`accepts` which files this decoder
 takes, decodes those in one batch call (:meth:`decode`), and packs images of one size into a
 uint8 (N, H, W, 3) :class:`~dps_fast.cuda.DeviceBatch` (:meth:`stack`) that the engine
-binds to the ``@uint8-nhwc`` graphs by pointer. Whatever this decoder refuses (PNG and other
-formats, JPEGs with an ICC profile or CMYK, over the pixel limit, or broken) goes to the CPU
-decoder in the same run, so results match the CPU path up to JPEG decoder rounding.
+binds to the ``@uint8-nhwc`` graphs by pointer; decoded images (:meth:`recycle`) and scored
+batches (:meth:`release`) come back to the decoder for reuse. Whatever this decoder refuses
+(PNG and other formats, JPEGs with an ICC profile or CMYK, over the pixel limit, or broken)
+goes to the CPU decoder in the same run, so results match the CPU path up to JPEG decoder
+rounding.
 
 nvImageCodec (``nvidia-nvimgcodec-cu13`` with ``nvidia-nvjpeg``, the ``[gpu]`` extra) is
 imported only when a decoder is made.
@@ -17,7 +19,7 @@ import importlib
 import logging
 import os
 import threading
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .decode import max_pixels_limit
 
@@ -29,8 +31,13 @@ _HEADER_SCAN = 1 << 18  # APPn segments (EXIF, ICC) come before the image data
 POOL_BYTES = 1 << 30  # released device batches kept for reuse, at most this many bytes
 
 
+@runtime_checkable
 class BatchDecoder(Protocol):
-    """What the folder pipeline needs from a batch decoder (the GPU one, or a test double)."""
+    """Everything the folder pipeline calls on a batch decoder (the GPU one, or a test double).
+
+    The pipeline calls :meth:`recycle` after packing a window and :meth:`release` after
+    scoring each batch, always: a decoder with no memory to reuse implements them as no-ops.
+    """
 
     def accepts(self, data: bytes) -> bool:
         """Whether this decoder takes the file (else it is decoded on the CPU)."""
@@ -42,6 +49,14 @@ class BatchDecoder(Protocol):
 
     def stack(self, images: list[Any]) -> Any:
         """Images of one size as one uint8 (N, H, W, 3) batch the engine accepts."""
+        ...
+
+    def recycle(self, images: list[Any]) -> None:
+        """Decoded images the pipeline is done with (after :meth:`stack`)."""
+        ...
+
+    def release(self, batch: Any) -> None:
+        """A batch from :meth:`stack` the pipeline is done with (scored)."""
         ...
 
 
