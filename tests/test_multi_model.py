@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,6 +85,33 @@ def test_a_model_that_fails_a_pair_leaves_the_others_scores(folders: tuple[Path,
     assert small["score_ms-ssim"] is None and small["score_psnr"] is not None
     assert small["error"].startswith("ms-ssim: ") and "161×161" in small["error"]
     assert rows["0.png"]["error"] == "" and rows["0.png"]["score_ms-ssim"] > 0.5
+
+
+def test_non_finite_score_of_one_model_is_that_models_error(
+    folders: tuple[Path, Path], bundle: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: a row of several models took a deep model's NaN as its score (the one-model
+    row makes it an error). It is that model's error now; PSNR's +inf of identical images
+    stays a score, and the other models' scores stay."""
+    a, b = folders
+    deep = Engine(bundle("lpips-squeeze"), device="cpu")
+    name = deep.bundle.model
+    real = deep.score
+
+    def nan_scores(x: Any, y: Any, **kw: Any) -> Any:
+        per_tap = np.array(real(x, y, **kw), np.float32)
+        per_tap[:, 0] = np.nan  # NaN weights would do this
+        return per_tap
+
+    monkeypatch.setattr(deep, "score", nan_scores)
+    rows = {r["a"]: r for r in score_dirs(a, b, engine=[deep, Engine("psnr")], workers=1)}
+    for key in ("0.png", "3.png", "same.png", "small.png"):
+        r = rows[key]
+        assert r[f"score_{name}"] is None, r
+        assert r["error"].startswith(f"{name}: the model gave a non-finite score (nan)"), r
+        assert r["score_psnr"] is not None and r["score_psnr"] > 0
+    assert rows["same.png"]["score_psnr"] == float("inf")
+    assert rows["bad.png"][f"score_{name}"] is None and rows["bad.png"]["score_psnr"] is None
 
 
 def test_score_pairs_takes_several_models(folders: tuple[Path, Path], tmp_path: Path) -> None:
