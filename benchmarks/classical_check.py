@@ -10,6 +10,11 @@
    ``dps-fast score A B --model BUNDLE,ssim,psnr`` (lpips-alex on seeded random trunk weights)
    against three ``dps-fast score`` runs, one per model; the ratio is the multi-model run's time
    over the three runs' sum, per round (median). The scores of both are compared.
+3. Where the time goes (in-process, the same folders): decoding the 96 JPEGs in the pipeline's
+   thread pool, and each model's ``Engine.score`` on the decoded uint8 arrays in the pipeline's
+   batches. With ``fixed`` = the psnr process's time less its scoring (start-up, sessions,
+   decoding, writing: what one run of several models saves twice), the best a one-decode run
+   can do is ``(sum of three − 2·fixed) / sum of three``.
 
 Protocol: contenders in turn after one warm-up each, medians over rounds (``bench.interleaved``);
 the machine may be shared: ``fgn`` is the most CPU cores other processes used in a kept round.
@@ -153,7 +158,53 @@ def multi_vs_separate(work: Path, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(env: dict[str, Any], a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:
+def breakdown(work: Path, rounds: int) -> list[dict[str, Any]]:
+    """Seconds (medians) of decoding the folders and of each model's scoring, in-process."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dps_fast.io.decode import decode_image
+    from dps_fast.pipeline import default_workers
+
+    bundle, _ = bench.prepare_bundle("lpips-alex", bench.default_cache_dir())
+    rows = []
+    for w, h in ((256, 256), (1024, 768)):
+        da, db = make_folders(work / f"jpeg-{w}x{h}", w, h, 48)
+        files = sorted(da.glob("*.jpg")) + sorted(db.glob("*.jpg"))
+        with ThreadPoolExecutor(default_workers()) as pool:
+            imgs = list(pool.map(decode_image, files))
+        a, b = np.stack(imgs[:48]), np.stack(imgs[48:])
+        engines = {
+            "lpips-alex": Engine(str(bundle), device="cpu"),
+            "ssim": Engine("ssim", device="cpu"),
+            "psnr": Engine("psnr", device="cpu"),
+        }
+
+        def decode(files: list[Path] = files) -> None:
+            with ThreadPoolExecutor(default_workers()) as pool:
+                list(pool.map(decode_image, files))
+
+        def scorer(
+            eng: Engine, a: np.ndarray = a, b: np.ndarray = b, hw: tuple[int, int] = (h, w)
+        ) -> Callable[[], object]:
+            step = eng.batch_len(*hw)
+            return lambda: [eng.score(a[i : i + step], b[i : i + step]) for i in range(0, 48, step)]
+
+        loads: dict[str, list[float | None]] = {}
+        t = bench.interleaved({"decode": decode, **{k: scorer(e) for k, e in engines.items()}},
+                              rounds=rounds, foreign=loads)  # fmt: skip
+        med = {k: statistics.median(v) for k, v in t.items()}
+        rows.append({"size": f"{w}x{h}", **{f"{k}_s": v for k, v in med.items()},
+                     "rounds": len(t["decode"]), "fgn": _max_load(loads)})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def markdown(
+    env: dict[str, Any],
+    a: list[dict[str, Any]],
+    b: list[dict[str, Any]],
+    c: list[dict[str, Any]] | None = None,
+) -> str:
     lines = [
         "# Classical measures: engine vs piq, several models in one run",
         "",
@@ -189,6 +240,29 @@ def markdown(env: dict[str, Any], a: list[dict[str, Any]], b: list[dict[str, Any
             f"{r['psnr_s']:.2f} | {r['sum_s']:.2f} | {r['ratio']:.3f} | "
             f"{r['max_rel_diff_scores']:.1e} | {r['rounds']} | {r['fgn'] or 0:.2f} |"
         )
+    if c:
+        lines += [
+            "",
+            "## Where the time goes, 48 pairs in-process (s, medians)",
+            "",
+            "| size | decode 96 JPEGs (thread pool) | lpips-alex scoring | ssim scoring | "
+            "psnr scoring | fixed cost per process | best one-decode ratio | measured ratio "
+            "| rounds | fgn |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        folder = {r["size"]: r for r in b}
+        for r in c:
+            f = folder.get(r["size"])
+            fixed = best = measured = ""
+            if f is not None:
+                x = f["psnr_s"] - r["psnr_s"]
+                fixed, measured = f"{x:.2f}", f"{f['ratio']:.3f}"
+                best = f"{(f['sum_s'] - 2 * x) / f['sum_s']:.3f}"
+            lines.append(
+                f"| {r['size']} | {r['decode_s']:.3f} | {r['lpips-alex_s']:.3f} | "
+                f"{r['ssim_s']:.3f} | {r['psnr_s']:.3f} | {fixed} | {best} | {measured} | "
+                f"{r['rounds']} | {r['fgn'] or 0:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -199,18 +273,21 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="results file stem under benchmarks/results/")
     ap.add_argument("--skip-folder", action="store_true", help="only the engine vs piq part")
     ap.add_argument("--skip-piq", action="store_true", help="only the folder part")
+    ap.add_argument("--breakdown-rounds", type=int, default=5)
     args = ap.parse_args()
     env = bench.environment()
     a = [] if args.skip_piq else engine_vs_piq(args.rounds)
     with tempfile.TemporaryDirectory(prefix="dps-fast-classical-") as tmp:
         b = [] if args.skip_folder else multi_vs_separate(Path(tmp), args.folder_rounds)
-    text = markdown(env, a, b)
+        c = [] if args.skip_folder else breakdown(Path(tmp), args.breakdown_rounds)
+    text = markdown(env, a, b, c)
     print(text)
     if args.name:
         out = HERE / "results" / args.name
         out.with_suffix(".md").write_text(text, encoding="utf-8")
         out.with_suffix(".json").write_text(
-            json.dumps({"environment": env, "engine_vs_piq": a, "multi_vs_separate": b},
+            json.dumps({"environment": env, "engine_vs_piq": a, "multi_vs_separate": b,
+                        "breakdown": c},
                        indent=2) + "\n", encoding="utf-8")  # fmt: skip
 
 
