@@ -17,6 +17,7 @@ from dps_fast.matrix import (
     MatrixResize,
     _Features,
     compute_matrix,
+    make_plan,
     parse_budget,
     parse_matrix_resize,
 )
@@ -56,26 +57,65 @@ def test_block_path_gives_the_held_matrix(alex, tmp_path, monkeypatch) -> None:
     imgs = np.stack([decode_image(folder / labels[i]) for i in good])
     np.testing.assert_allclose(g, alex.pairwise(imgs), rtol=0, atol=TOL)
 
-    # A budget of 4 images' features: blocks of 2, never more than 2 images per computation.
+    # A budget of 4 images' features: 3 held, 1 streamed at a time, never more than 4 in memory.
     sizes: list[int] = []
-    compute = _Features.compute
+    runs: list[int] = []
+    compute, features = _Features.compute, alex.features
 
     def spy(self: _Features, idx: list[int], hw: tuple[int, int]) -> Any:
         sizes.append(len(idx))
         return compute(self, idx, hw)
 
+    def counting(x: Any, **kw: Any) -> Any:
+        runs.append(len(x))
+        return features(x, **kw)
+
     monkeypatch.setattr(_Features, "compute", spy)
+    monkeypatch.setattr(alex, "features", counting)
     budget = 4 * held.plan.feature_bytes
     small = compute_matrix(folder, engine=alex, max_feature_bytes=budget)
-    assert small.plan is not None and small.plan.block == 2 and small.plan.n_blocks == 4
-    assert max(sizes) <= 2 and small.plan.trunk_runs == sum(sizes) > len(good)
-    np.testing.assert_allclose(small.matrix, m, rtol=0, atol=TOL, equal_nan=True)
+    plan = small.plan
+    assert plan is not None and (plan.block, plan.stream) == (3, 1)
+    # 7 images: pass 1 holds 0-2 and streams 3-6 (7 runs); the 4 left fit and are held (4).
+    assert plan.passes == [(3, 4), (4, 0)] and plan.trunk_runs == 11
+    # the trunk ran on exactly that many images (plus the plan's one-image probe)
+    assert sum(runs) == plan.trunk_runs + 1 == sum(sizes) + 1 and runs[0] == 1
+    # held images and the chunk streamed past them fit the budget of 4 images
+    assert max(sizes) <= 4 and plan.cap == 4
+    # two half-budget blocks (the previous scheme) ran it 16 times: 2·1 + 2·2 + 2·3 + 1·4
+    assert plan.trunk_runs < 16
+    np.testing.assert_array_equal(small.matrix, m)
     assert small.errors == held.errors
-    # The smallest budget still works: one image per block.
+    assert "in 2 passes holding 3 images" in plan.describe()
+    # The smallest budget still works: one image held, one streamed.
+    runs.clear()
     tiny = compute_matrix(folder, engine=alex, max_feature_bytes=1)
-    assert tiny.plan is not None and tiny.plan.block == 1
-    np.testing.assert_allclose(tiny.matrix, m, rtol=0, atol=TOL, equal_nan=True)
-    assert "blocks of 1 images" in tiny.plan.describe()
+    assert tiny.plan is not None and (tiny.plan.block, tiny.plan.stream) == (1, 1)
+    assert sum(runs) == tiny.plan.trunk_runs + 1 == 7 + 6 + 5 + 4 + 3 + 2 + 1
+    np.testing.assert_array_equal(tiny.matrix, m)
+    assert "holding 1 images each, the others streamed 1 at a time" in tiny.plan.describe()
+
+
+def test_plan_passes_hold_the_budget_and_cover_every_pair() -> None:
+    """Every pair of images falls in one pass's held×held or held×streamed part, exactly once,
+    and no pass holds more than the budget's images (one held and one streamed at the least)."""
+    for n in (1, 2, 5, 17, 40):
+        for cap_images in (1, 2, 3, 7, 16, 39, 40, 100):
+            plan = make_plan(n, n, (8, 8), 10, cap_images * 10, batch=4)
+            seen: set[tuple[int, int]] = set()
+            start = 0
+            for held, streamed in plan.passes:
+                assert held + min(streamed, plan.stream or held) <= max(2, cap_images, held)
+                h = range(start, start + held)
+                rest = range(start + held, start + held + streamed)
+                pairs = [(i, j) for i in h for j in h if i < j] + [(i, j) for i in h for j in rest]
+                assert not seen & set(pairs)
+                seen |= set(pairs)
+                start += held
+            assert start == n and len(seen) == n * (n - 1) // 2, (n, cap_images)
+            assert plan.trunk_runs >= n
+            if n <= cap_images:
+                assert plan.passes == [(n, 0)] and plan.trunk_runs == n
 
 
 def test_resize_wxh_and_centre_crop(alex, tmp_path) -> None:
@@ -123,7 +163,7 @@ def test_matrix_cli_says_the_plan_names_bad_images_and_writes_meta(alex, tmp_pat
     )
     assert res.exit_code == 1, (res.stdout, res.stderr)
     lines = res.stderr.splitlines()
-    assert lines[0].startswith("matrix: 7 images of 48×64") and "in blocks of 1 images" in lines[0]
+    assert lines[0].startswith("matrix: 7 images of 48×64") and "holding 1 images" in lines[0]
     assert "03-bad.png" in res.stderr and "not an image" in res.stderr
     m = np.load(out)
     labels = (tmp_path / "m.labels.txt").read_text(encoding="utf-8").split()

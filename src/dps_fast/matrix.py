@@ -1,9 +1,12 @@
 """All-pairs distance matrices of a folder in bounded memory.
 
 Features of every image are computed once and held while they fit a byte budget (default
-1 GiB). When they do not, the matrix is filled block by block: one block of images' features is
-held while the blocks after it are computed and compared against it, so at most two blocks are
-in memory (the trunk then runs more than once per image; :class:`MatrixPlan` says how much).
+1 GiB). When they do not, the matrix is filled in passes: each pass holds as many images'
+features as the budget allows (less one small streaming chunk) and streams the images after
+them through in chunks, comparing each chunk with the held ones; the next pass starts after the
+held images, and the last pass, once the rest fits, holds the rest. The trunk then runs more
+than once per image (:class:`MatrixPlan` says how often), about n²/(2·held) times in all instead
+of n²/held with two half-budget blocks.
 An image that cannot be read becomes a NaN row and column, with its reason in ``errors``.
 Images are brought to one size by ``resize`` (``none``, ``short-side:N`` or ``WxH``, with an
 optional centre crop to W:H first).
@@ -11,7 +14,6 @@ optional centre crop to W:H first).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable
@@ -34,6 +36,7 @@ __all__ = [
     "MatrixResize",
     "MatrixResult",
     "compute_matrix",
+    "make_plan",
     "parse_budget",
     "parse_matrix_resize",
 ]
@@ -130,6 +133,20 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
+def _passes(n: int, cap: int, held: int) -> list[tuple[int, int]]:
+    """(held, streamed) image counts of each pass over ``n`` images: all held at once when
+    they fit ``cap``; else ``held`` held and the rest streamed, until the rest fits."""
+    out: list[tuple[int, int]] = []
+    left = n
+    while left > 0:
+        if left <= cap:
+            out.append((left, 0))
+            break
+        out.append((held, left - held))
+        left -= held
+    return out
+
+
 @dataclass
 class MatrixPlan:
     """What a matrix will take, said before it starts."""
@@ -139,33 +156,45 @@ class MatrixPlan:
     hw: tuple[int, int]
     feature_bytes: int  # per image
     budget: int
-    block: int  # images whose features are held together
+    block: int  # images whose features are held through a pass
     matrix_bytes: int
+    stream: int = 0  # images per streamed chunk (0: every image held at once)
+
+    @property
+    def cap(self) -> int:
+        """Images whose features are in memory at once."""
+        return self.block + self.stream
+
+    @property
+    def passes(self) -> list[tuple[int, int]]:
+        """(held, streamed) images of each pass."""
+        if not self.stream:
+            return [(self.n_readable, 0)] if self.n_readable else []
+        return _passes(self.n_readable, self.cap, self.block)
 
     @property
     def n_blocks(self) -> int:
-        return max(1, math.ceil(self.n_readable / max(1, self.block)))
+        """Passes over the images (1: every image held at once)."""
+        return max(1, len(self.passes))
 
     @property
     def trunk_runs(self) -> int:
-        """Feature computations in all: each image once, plus once per earlier block."""
-        n, b = self.n_readable, max(1, self.block)
-        return sum((j + 1) * min(b, n - j * b) for j in range(self.n_blocks))
+        """Feature computations in all: each image once per pass that holds or streams it."""
+        return sum(h + s for h, s in self.passes)
 
     def describe(self) -> str:
         h, w = self.hw
-        held = self.feature_bytes * min(self.block, self.n_readable)
         first = (
             f"{self.n_readable} images of {h}×{w}, features {_mb(self.feature_bytes)} each, "
             f"{_mb(self.feature_bytes * self.n_readable)} in all; budget {_mb(self.budget)}"
         )
         if self.n_blocks == 1:
-            how = f"all held ({_mb(held)})"
+            how = f"all held ({_mb(self.feature_bytes * self.n_readable)})"
         else:
             how = (
-                f"in blocks of {self.block} images ({self.n_blocks} blocks, up to "
-                f"{_mb(2 * held)} held; trunk runs {self.trunk_runs / max(1, self.n_readable):.1f}"
-                "× per image)"
+                f"in {self.n_blocks} passes holding {self.block} images each, the others "
+                f"streamed {self.stream} at a time (up to {_mb(self.feature_bytes * self.cap)} "
+                f"held; trunk runs {self.trunk_runs / max(1, self.n_readable):.1f}× per image)"
             )
         return f"{first}: {how}; matrix {_mb(self.matrix_bytes)}"
 
@@ -177,9 +206,28 @@ class MatrixPlan:
             "feature_bytes_per_image": self.feature_bytes,
             "budget_bytes": self.budget,
             "block": self.block,
+            "stream": self.stream,
             "blocks": self.n_blocks,
             "trunk_runs": self.trunk_runs,
         }
+
+
+def make_plan(
+    n_images: int, n_readable: int, hw: tuple[int, int], feature_bytes: int, budget: int,
+    batch: int,
+) -> MatrixPlan:  # fmt: skip
+    """Every image held when their features fit ``budget``; else as many held as fit, less a
+    streaming chunk of a quarter of that (at most one engine ``batch``): one held and one
+    streamed at the least, even if that is over the budget."""
+    budget = max(1, int(budget))
+    matrix_bytes = n_images * n_images * 4
+    if feature_bytes * n_readable <= budget:
+        return MatrixPlan(n_images, n_readable, hw, feature_bytes, budget, n_readable,
+                          matrix_bytes)  # fmt: skip
+    cap = max(2, budget // max(1, feature_bytes))
+    stream = max(1, min(batch, cap // 4))
+    return MatrixPlan(n_images, n_readable, hw, feature_bytes, budget, cap - stream,
+                      matrix_bytes, stream)  # fmt: skip
 
 
 @dataclass
@@ -332,23 +380,23 @@ def compute_matrix(
         probe = engine.features(np.zeros((1, *hw, 3), np.uint8))
         fbytes = int(sum(f.nbytes for f in probe))
         del probe
-        budget = max(1, int(max_feature_bytes))
-        block = len(good) if fbytes * len(good) <= budget else max(1, budget // (2 * fbytes))
-        plan = MatrixPlan(n, len(good), hw, fbytes, budget, block, n * n * 4)
+        plan = make_plan(n, len(good), hw, fbytes, max_feature_bytes, engine.batch_len(*hw))
         if on_plan is not None:
             on_plan(plan)
         feats = _Features(engine, root, names, rs, pool, errors)
         step = engine.batch_len(*hw)
-        blocks = [good[s : s + block] for s in range(0, len(good), block)]
-        for bi, idx_i in enumerate(blocks):
-            ri, fi = feats.compute(idx_i, hw)
+        start = 0
+        for held, streamed in plan.passes:
+            ri, fi = feats.compute(good[start : start + held], hw)
             m[ri, ri] = 0.0
             _fill(engine, m, ri, fi, ri, fi, True, step)
-            for idx_j in blocks[bi + 1 :]:
-                rj, fj = feats.compute(idx_j, hw)
+            rest = good[start + held : start + held + streamed]
+            for s in range(0, len(rest), max(1, plan.stream)):
+                rj, fj = feats.compute(rest[s : s + plan.stream], hw)
                 _fill(engine, m, ri, fi, rj, fj, False, step)
                 del fj
             del fi
+            start += held
     for name in errors:  # an image that failed in a later block: its row and column stay NaN
         i = names.index(name)
         m[i, :] = np.nan
