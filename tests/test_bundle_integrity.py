@@ -66,7 +66,7 @@ def _pairs(root: Path) -> tuple[Path, Path]:
 
 def test_hand_edit_is_caught_by_the_content_digest(copy: Path) -> None:
     _edit(copy, lambda m: m.update(reduce="mean"), rehash=False)
-    with pytest.raises(BundleError, match=r"changed after export.*re-export it: dps-fast export"):
+    with pytest.raises(BundleError, match=r"changed after export.*re-export it: `dps-fast export lpips-squeeze --weights"):
         read_bundle(copy)
 
 
@@ -167,7 +167,9 @@ def test_malformed_manifest_names_the_field(
     _edit(copy, change)
     with pytest.raises(BundleError, match=words) as e:
         read_bundle(copy)
-    assert "re-export it: dps-fast export lpips-squeeze --force" in str(e.value)
+    # The complete command: the weights file it was made from, this folder, --force.
+    assert "re-export it: `dps-fast export lpips-squeeze --weights " in str(e.value)
+    assert f"--out {copy} --force`" in str(e.value)
 
 
 def test_manifest_not_an_object(copy: Path) -> None:
@@ -261,7 +263,8 @@ def test_score_exits_2_when_a_graph_fails_to_load(
     r = RUNNER.invoke(app, ["score", str(a), str(b), "--model", str(copy), "--device", "cpu"])
     assert r.exit_code == 2, (r.exit_code, r.stderr, r.exception)
     assert r.exception is None or isinstance(r.exception, SystemExit)
-    assert words in r.stderr and "dps-fast export lpips-squeeze --force" in r.stderr
+    assert words in r.stderr and "`dps-fast export lpips-squeeze --weights " in r.stderr
+    assert f"--out {copy} --force`" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -481,7 +481,8 @@ def test_error_precision_without_its_graphs(bundle, precision) -> None:
         Engine(bundle("lpips-squeeze"), device="cpu", precision=precision)
     msg = str(e.value)
     assert f"@{precision}" in msg and "re-export" in msg
-    assert f"dps-fast export lpips-squeeze --{precision}" in msg
+    assert "`dps-fast export lpips-squeeze --weights " in msg
+    assert f" --{precision} --out {bundle('lpips-squeeze')} --force`" in msg
 
 
 def test_error_spatial_without_precision_variant(bundle, tmp_path, pairs) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ._tempdirs import owned_tempdir
 from .errors import BundleError, BundleNotFoundError
 from .hashing import sha256_file
 from .manifest import FORMAT_VERSION, FileEntry, Manifest, TapInfo, check_file_name, parse_role
+from .reexport import as_hint, make_command, reexport_command
 
 MANIFEST = "manifest.json"
 HEAD_NPZ = "head.npz"
@@ -90,6 +92,11 @@ class Bundle:
     def has_graph(self, role: str) -> bool:
         return role in self.manifest.graphs
 
+    def reexport_hint(self, precision: str | None = None) -> str:
+        """The complete export command (in backticks) that makes this bundle again, with
+        ``precision``'s variants added: what error messages tell the user to run."""
+        return as_hint(reexport_command(self.path, self.manifest.to_dict(), precision=precision))
+
     def graph_path(self, role: str) -> Path:
         graphs = self.manifest.graphs
         if role not in graphs:
@@ -97,10 +104,9 @@ class Bundle:
                 precision = parse_role(role)[1]
             except ValueError:
                 precision = "fp32"
-            flag = "" if precision == "fp32" else f" --{precision}"
             raise BundleError(
                 f"bundle {self.path} has no {role!r} graph (it has: {', '.join(graphs)}); "
-                f"re-export it with that variant: dps-fast export {self.model}{flag} --force"
+                f"re-export it with that variant: {self.reexport_hint(precision)}"
             )
         return _inside(self.path, graphs[role].file)
 
@@ -108,7 +114,7 @@ class Bundle:
         """:meth:`graph_path`, after checking the file's sha256 once (lazily opened bundles)."""
         f = self.graph_path(role)
         if role not in self.verified:
-            _check_sha(self.path, f, self.manifest.graphs[role].sha256, self.model)
+            _check_sha(self.path, f, self.manifest.graphs[role].sha256, self.reexport_hint)
             self.verified.add(role)
         return f
 
@@ -183,12 +189,12 @@ def check_destination(dest: Path, *, force: bool) -> None:
         raise BundleError(f"a bundle already exists at {dest}; pass --force to overwrite it")
 
 
-def _check_sha(root: Path, f: Path, want: str, model: str) -> None:
+def _check_sha(root: Path, f: Path, want: str, hint: Callable[[], str]) -> None:
     sha = sha256_file(f)
     if sha != want:
         raise BundleError(
             f"bundle {root}: {f.name} is corrupt (sha256 {sha[:16]}…, manifest says "
-            f"{want[:16]}…); re-export it: dps-fast export {model} --force"
+            f"{want[:16]}…); re-export it: {hint()}"
         )
 
 
@@ -234,9 +240,10 @@ def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> B
     p = Path(path)
     mpath = p / MANIFEST
     if not mpath.is_file():
+        cmd = make_command(p)
+        other = " (or the model you want: `dps-fast models`)" if "--out" in cmd else ""
         raise BundleNotFoundError(
-            f"no bundle at {p} ({MANIFEST} missing); "
-            f"make one with `dps-fast export MODEL --out {p}`"
+            f"no bundle at {p} ({MANIFEST} missing); make one with {as_hint(cmd)}{other}"
         )
     raw: Any = None
     try:
@@ -247,35 +254,40 @@ def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> B
         why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
         raise BundleError(
             f"bundle manifest {mpath} is unreadable ({why}); re-export it: "
-            "dps-fast export MODEL --force"
+            f"{as_hint(reexport_command(p))}"
         ) from None
-    model = raw.get("model") if isinstance(raw, dict) else None
-    model = model if isinstance(model, str) and model else "MODEL"
-    fix = f"re-export it: dps-fast export {model} --force"
+
+    def hint() -> str:
+        return as_hint(reexport_command(p, raw if isinstance(raw, dict) else None))
+
     if isinstance(raw, dict) and is_stale(raw):
         raise BundleError(
             f"bundle {p} was exported before the {raw.get('head')} head's accuracy fix "
             f"(head numerics {raw.get('head_numerics', 1)}, this dps-fast needs "
             f"{MIN_HEAD_NUMERICS.get(str(raw.get('head')), 1)}): its scores can be far off on "
-            f"large images; {fix}"
+            f"large images; re-export it: {hint()}"
         )
     try:
         manifest = Manifest.from_dict(raw)
     except BundleError as e:
-        raise BundleError(f"bundle {p}: {e}; {fix}") from None
+        raise BundleError(f"bundle {p}: {e}; re-export it: {hint()}") from None
     entries = [(role, g.file, g.sha256) for role, g in manifest.graphs.items()]
     entries.append(("head weights", manifest.head_file.file, manifest.head_file.sha256))
     verified: set[str] = set()
     for role, name, sha in entries:
         f = _inside(p, name)
         if not f.is_file():
-            raise BundleError(f"bundle {p} is incomplete: {role} file {name} is missing; {fix}")
+            raise BundleError(
+                f"bundle {p} is incomplete: {role} file {name} is missing; re-export it: {hint()}"
+            )
         if verify is True or (verify == "lazy" and role == "head weights"):
-            _check_sha(p, f, sha, model)
+            _check_sha(p, f, sha, hint)
             verified.add(role)
     try:
         with np.load(_inside(p, manifest.head_file.file), allow_pickle=False) as z:
             head = {k: np.ascontiguousarray(z[k], dtype=np.float32) for k in z.files}
     except (OSError, ValueError) as e:
-        raise BundleError(f"bundle {p}: head weights unreadable ({e}); {fix}") from None
+        raise BundleError(
+            f"bundle {p}: head weights unreadable ({e}); re-export it: {hint()}"
+        ) from None
     return Bundle(path=p, manifest=manifest, head_weights=head, verified=verified)

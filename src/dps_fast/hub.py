@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 from pathlib import Path
 
-from .bundle import MANIFEST, stale_manifest
+from .bundle import MANIFEST, read_bundle, stale_manifest
 from .cache import aliases_file, bundle_dir, default_file, hash_cache_file, weights_key
 from .engine import Engine, set_bundle_resolver
 from .errors import BundleNotFoundError, WeightsNotFoundError
 from .hashing import sha256_file_cached
+from .reexport import export_command as _export_command
+from .reexport import reexport_command
 from .registry import get_model
 
 log = logging.getLogger("dps_fast")
@@ -49,16 +52,9 @@ def _torch_available() -> bool:
 def export_command(
     model: str, weights: str | os.PathLike[str] | None, precision: str = "fp32"
 ) -> str:
-    """The complete ``dps-fast export`` command that makes ``model``'s bundle for ``weights``."""
-    w = f" --weights {_quote(weights)}" if weights is not None else ""
-    flag = f" --{precision}" if precision in ("fp16", "int8") else ""
-    return f"dps-fast export {model}{w}{flag}"
-
-
-def _quote(p: str | os.PathLike[str]) -> str:
-    import shlex
-
-    return shlex.quote(os.fspath(p))
+    """The complete ``dps-fast export`` command that makes ``model``'s bundle for ``weights``
+    in the cache (:func:`dps_fast.reexport.export_command`)."""
+    return _export_command(model, weights=weights, precisions=(precision,))
 
 
 def weights_sha256(weights: str | os.PathLike[str]) -> str:
@@ -181,11 +177,7 @@ def resolve_bundle(
                 f"({p}) the weights are already baked in — pass one or the other"
             )
         if not (p / MANIFEST).is_file():
-            raise BundleNotFoundError(
-                f"no bundle at {p} (no {MANIFEST}); make one with "
-                f"`dps-fast export lpips-alex --out {_quote(p)}` (or the model you want, "
-                "see `dps-fast models`)"
-            )
+            read_bundle(p)  # raises BundleNotFoundError with the command that makes one
         return p
     spec0 = get_model(str(model)) if str(model) not in read_aliases() else None
     if spec0 is not None and spec0.classical:
@@ -226,12 +218,16 @@ def resolve_bundle(
 
     made_from = stale.get("weights") if stale is not None else None
     if weights is None and isinstance(made_from, dict) and made_from.get("source") == "file":
-        weights = str(made_from.get("name"))  # a default/alias bundle made from a weights file
-        if not Path(weights).is_file():
+        # A default or alias bundle made from a weights file: the file it records (or, moved,
+        # a file the hash cache knows with the same sha256).
+        cmd = reexport_command(dest, stale)
+        args = shlex.split(cmd)
+        weights = args[args.index("--weights") + 1] if "--weights" in args else None
+        if weights is None or not Path(weights).is_file():
             raise BundleNotFoundError(
-                f"the cached bundle {dest} predates a numerics fix and its weights file "
-                f"{weights} is gone; re-export it with `{export_command(spec.name, 'FILE')}` "
-                "naming the weights file"
+                f"the cached bundle {dest} predates a numerics fix and the weights file it was "
+                f"made from ({made_from.get('path') or made_from.get('name')}) is gone; "
+                f"re-export it with `{cmd}`, giving the weights file's current path"
             )
     why = "no cached bundle" if stale is None else "the cached bundle predates a numerics fix"
     log.info("%s for %s (%s): exporting it now", why, spec.name, key)

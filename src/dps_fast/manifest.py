@@ -86,11 +86,33 @@ class InputInfo:
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    """Where the backbone weights came from: ``torchvision`` or ``file``, its name and sha256."""
+    """Where the backbone weights came from: ``torchvision`` or ``file``, its name and sha256.
+
+    ``path``: for a ``file``, its absolute path at export (what re-export commands pass as
+    ``--weights``; bundles from before it existed hold the path in ``name``).
+    ``imagenet_acc1``: ImageNet-1K top-1 accuracy in percent, torchvision's ``acc@1`` of the
+    weights it ships (None for a weights file: its accuracy is not known).
+    """
 
     source: str
     name: str
     sha256: str
+    path: str | None = None
+    imagenet_acc1: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``weights`` object; optional fields only when known."""
+        d: dict[str, Any] = {"source": self.source, "name": self.name, "sha256": self.sha256}
+        if self.path is not None:
+            d["path"] = self.path
+        if self.imagenet_acc1 is not None:
+            d["imagenet_acc1"] = self.imagenet_acc1
+        return d
+
+    @property
+    def file(self) -> str | None:
+        """The weights file's path (``--weights``) for a ``file`` source, else None."""
+        return (self.path or self.name) if self.source == "file" else None
 
 
 @dataclass(frozen=True)
@@ -191,9 +213,7 @@ class Manifest:
             "input": {"layout": self.input.layout, "dtype": self.input.dtype,
                       "range": list(self.input.range), "min_size": list(self.input.min_size)},
             "preprocessing": self.preprocessing,
-            "weights": None if self.weights is None else {
-                "source": self.weights.source, "name": self.weights.name,
-                "sha256": self.weights.sha256},
+            "weights": None if self.weights is None else self.weights.to_dict(),
             "head_weights": None if self.head_weights is None else {
                 "source": self.head_weights.source, "sha256": self.head_weights.sha256},
             "graphs": {role: _graph_dict(g) for role, g in self.graphs.items()},
@@ -255,9 +275,7 @@ class Manifest:
                 range=(_number(rng[0], inp.path("range")), _number(rng[-1], inp.path("range"))),
             ),
             preprocessing=r.get("preprocessing", dict, None) or {},
-            weights=None
-            if w is None
-            else WeightsInfo(w.get("source", str), w.get("name", str), w.get("sha256", str)),
+            weights=None if w is None else _weights_info(w),
             head_weights=None
             if hwt is None
             else HeadWeightsInfo(hwt.get("source", str), hwt.get("sha256", str, "")),
@@ -405,6 +423,23 @@ def _graph_entry(role: str, r: _Reader) -> GraphEntry:
         input_dtype=r.get("input_dtype", str, "uint8" if uint8 else "float32"),
         input_layout=r.get("input_layout", str, "NHWC" if uint8 else "NCHW"),
         quantization=r.get("quantization", dict, None),
+    )
+
+
+def _weights_info(w: _Reader) -> WeightsInfo:
+    acc = w.get("imagenet_acc1", object, None)
+    acc = None if acc is None else _number(acc, w.path("imagenet_acc1"))
+    if acc is not None and not 0.0 <= acc <= 100.0:
+        raise BundleError(
+            f"manifest field {w.path('imagenet_acc1')!r}: expected a percentage in [0, 100], "
+            f"got {acc!r}"
+        )
+    return WeightsInfo(
+        w.get("source", str),
+        w.get("name", str),
+        w.get("sha256", str),
+        path=w.get("path", str, None),
+        imagenet_acc1=acc,
     )
 
 

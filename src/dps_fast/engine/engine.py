@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -178,8 +177,7 @@ class Engine:
                     msg = " ".join(str(e).split())
                     raise BundleError(
                         f"bundle {self.bundle.path}: ONNX Runtime cannot load the {key!r} graph "
-                        f"{path.name} ({msg}); re-export it: dps-fast export "
-                        f"{self.bundle.model} --force"
+                        f"{path.name} ({msg}); re-export it: {self.bundle.reexport_hint()}"
                     ) from None
                 self._sessions[key] = s
         return s
@@ -206,7 +204,7 @@ class Engine:
             "precision": self.precision,
             "bundle": str(self.bundle.path),
             "bundle_sha256": self.bundle.sha256,
-            "weights": None if m.weights is None else dataclasses.asdict(m.weights),
+            "weights": None if m.weights is None else m.weights.to_dict(),
             "min_size": list(self.bundle.min_size),
             "lower_is_better": self.lower_is_better,
             "crop_border": self.crop_border,
@@ -407,10 +405,9 @@ class Engine:
                     f"got {v.dtype} {v.shape}"
                 )
             if v.dtype == np.uint8 and not self._u8:
-                cmd = f"dps-fast export {self.bundle.model} --force"
                 raise ValueError(
                     f"this bundle has no @uint8-nhwc graphs for uint8 CUDA arrays: re-export "
-                    f"with `{cmd}`, or pass float32 NCHW"
+                    f"with {self.bundle.reexport_hint()}, or pass float32 NCHW"
                 )
             views.append(CudaArrayView(v.ptr, shape, v.dtype, v.stream))
         if len({(v.shape, v.dtype) for v in views}) > 1:

@@ -1,7 +1,8 @@
 """Backbone sweep: agreement with people against ImageNet top-1 accuracy, across models.
 
-Accuracy comes from ``--accuracy NAME=ACC`` or from the bundle's ``weights_meta`` (torchvision's
-``acc@1``, recorded at export where the exporter does so). With three or more models on a
+Accuracy comes from ``--accuracy NAME=ACC`` (which wins) or from the bundle: the manifest's
+``weights.imagenet_acc1``, torchvision's ``acc@1`` recorded at export for its own weights (a
+``--weights`` file has none: give it with ``--accuracy``). With three or more models on a
 dataset, Spearman and Kendall correlations between accuracy and the main measure, with p-values
 (exact for Kendall on small samples, as scipy chooses).
 """
@@ -39,11 +40,12 @@ def parse_accuracy(items: list[str]) -> dict[str, float]:
 
 
 def accuracy_of(t: ScoreTable, given: dict[str, float]) -> float:
-    """acc@1 of the table's model: given on the command line, else in the bundle's metadata."""
+    """acc@1 of the table's model: given on the command line, else recorded in its bundle
+    (NaN when neither says)."""
     if t.model in given:
         return given[t.model]
     meta = t.meta.get("weights_meta") or {}
-    for path in (("acc@1",), ("_metrics", "ImageNet-1K", "acc@1")):
+    for path in (("imagenet_acc1",), ("acc@1",), ("_metrics", "ImageNet-1K", "acc@1")):
         v: Any = meta
         for k in path:
             v = v.get(k) if isinstance(v, dict) else None

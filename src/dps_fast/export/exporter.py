@@ -250,7 +250,7 @@ def _build_trunk(spec: ModelSpec, weights: str | os.PathLike[str] | None) -> _Tr
     backbone = build_backbone(spec.arch)
     needed = trunk_keys(backbone, _make_trunk(spec, backbone))
     state, wsrc = resolve_backbone_weights(spec, weights)
-    load_into_backbone(backbone, state, needed, wsrc.name)
+    load_into_backbone(backbone, state, needed, wsrc.path or wsrc.name)
     del state
     trunk = _make_trunk(spec, backbone)
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,17 +21,27 @@ from ..errors import UnknownModelError, WeightsError
 from ..hashing import sha256_file
 from ..registry import ModelSpec
 
+# The torchvision weights a bundle without --weights is made from.
+TORCHVISION_WEIGHTS = "IMAGENET1K_V1"
+
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where the backbone weights came from, for the manifest."""
+    """Where the backbone weights came from, for the manifest (``manifest.WeightsInfo``)."""
 
     source: str  # "torchvision" | "file"
-    name: str  # torchvision file name, or the user's file path
+    name: str  # the file's name (torchvision's, or the user's without its folder)
     sha256: str
+    path: str | None = None  # the user's file: its absolute path (for re-export commands)
+    imagenet_acc1: float | None = None  # torchvision's acc@1 of its own weights (percent)
 
-    def to_dict(self) -> dict[str, str]:
-        return {"source": self.source, "name": self.name, "sha256": self.sha256}
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"source": self.source, "name": self.name, "sha256": self.sha256}
+        if self.path is not None:
+            d["path"] = self.path
+        if self.imagenet_acc1 is not None:
+            d["imagenet_acc1"] = self.imagenet_acc1
+        return d
 
 
 def classification_archs() -> list[str]:
@@ -160,13 +171,27 @@ def load_into_backbone(
     backbone.load_state_dict(floats, strict=False)
 
 
+def torchvision_acc1(arch: str, weights: str = TORCHVISION_WEIGHTS) -> float | None:
+    """ImageNet-1K top-1 accuracy (percent) torchvision states for its ``weights`` of ``arch``
+    (``meta["_metrics"]["ImageNet-1K"]["acc@1"]``), None where it states none. Read from the
+    weights enum: nothing is downloaded."""
+    import torchvision
+
+    try:
+        meta = torchvision.models.get_model_weights(arch)[weights].meta
+    except (KeyError, ValueError):
+        return None
+    acc = meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
+    return float(acc) if isinstance(acc, int | float) else None
+
+
 def torchvision_weights_file(arch: str) -> Path:
     """Download (once, hash-prefix checked by torchvision) IMAGENET1K_V1 and return its path."""
     import torchvision
 
     try:
         enum = torchvision.models.get_model_weights(arch)
-        w = enum["IMAGENET1K_V1"]
+        w = enum[TORCHVISION_WEIGHTS]
     except (KeyError, ValueError):
         raise WeightsError(
             f"torchvision has no IMAGENET1K_V1 weights for {arch!r}; pass --weights PATH"
@@ -200,10 +225,11 @@ def resolve_backbone_weights(
                 f"name says {prefix}…): delete the file and export again."
             )
         state = load_state_dict_file(path)
-        return state, WeightsSource("torchvision", path.name, sha)
-    p = Path(weights).expanduser()
+        acc = torchvision_acc1(spec.arch)
+        return state, WeightsSource("torchvision", path.name, sha, imagenet_acc1=acc)
+    p = Path(weights).expanduser().resolve()
     state = load_state_dict_file(p)
-    return state, WeightsSource("file", str(p.resolve()), sha256_file(p))
+    return state, WeightsSource("file", p.name, sha256_file(p), path=str(p))
 
 
 def _lpips_weights_dir() -> Path:

@@ -76,7 +76,7 @@ def choose_decoder(
     elif no_u8 is not None:
         why_not = (
             "the bundle has no @uint8-nhwc graphs; re-export it with "
-            f"`dps-fast export {no_u8.bundle.model} --force`"
+            f"{no_u8.bundle.reexport_hint()}"
         )
     if why_not is None:
         try:
