@@ -101,8 +101,8 @@ def test_reexport_command_from_manifests(tmp_path: Path, home: Path) -> None:
     w.write_bytes(b"x")
     sha = sha256_file(w)
     graphs = {"trunk": {}, "pair": {}, "head": {}, "pair@fp16": {}, "trunk@fp16@uint8-nhwc": {}}
-    new = {"model": "lpips-alex", "graphs": graphs,
-           "weights": {"source": "file", "name": "w.pth", "path": str(w), "sha256": sha}}  # fmt: skip
+    made = {"source": "file", "name": "w.pth", "path": str(w), "sha256": sha}
+    new = {"model": "lpips-alex", "graphs": graphs, "weights": made}
     old = {**new, "weights": {"source": "file", "name": str(w), "sha256": sha}}  # before `path`
     out = tmp_path / "b"
     want = f"dps-fast export lpips-alex --weights {w} --fp16 --int8 --out {out}"
