@@ -154,12 +154,43 @@ def test_interrupted_run_resumes(tmp_path: Path, bundle: Callable[[str], Path]) 
     res = evaluate(cfg2)
     assert res.scored == 12 - 5
     with open(part / "tid2013.csv", newline="") as f:
-        keys = Counter((r["a"], r["b"]) for r in csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    keys = Counter((r["a"], r["b"], r["id"]) for r in rows)
+    # one row per (a, b, id), in the dataset's order, each id the item's and the pair's role
+    (ds,) = read_dataset("tid2013", root)
+    want = [(p.a, p.b, f"{it.id}:{p.role}") for it in ds.items for p in it.pairs]
+    assert [(r["a"], r["b"], r["id"]) for r in rows] == want
     assert len(keys) == 12 and set(keys.values()) == {1}
     assert (tmp_path / "part" / "summary.csv").read_text() == (
         tmp_path / "full" / "summary.csv"
     ).read_text()
     assert full.exit_code == res.exit_code == 0
+
+
+def test_resume_keys_rows_by_pair_and_id(tmp_path: Path, bundle: Callable[[str], Path]) -> None:
+    """Rows are matched to pairs by (a, b, id) and counted: a pair a manifest lists twice keeps
+    two rows when the interrupted run wrote one (keyed by (a, b), the second was lost), and a
+    row another dataset version left under another id is not taken for this pair's."""
+    manifest = rep.make_manifest(tmp_path / "m", n_ref=1, n_dist=3)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([*lines, lines[1]]) + "\n")  # the first pair again
+    engine = Engine(bundle(MODEL), device="cpu")
+    (ds,) = read_dataset("mos", manifest, higher_better=True)
+    full = tmp_path / "full.csv"
+    score_dataset(engine, ds, full, resize="none")
+    text = full.read_text().splitlines(keepends=True)
+    assert len(text) == 1 + 4
+    part = tmp_path / "part.csv"
+    stale = text[2].replace("dist/r0_1.png:d", "old-id:d")  # same a, b; an id not in the set
+    part.write_text(text[0] + text[1] + stale)
+    run = score_dataset(engine, ds, part, resize="none", resume=True)
+    assert (run.skipped, run.scored) == (1, 3)
+    with open(part, newline="") as f:
+        got = [(r["a"], r["b"], r["id"]) for r in csv.DictReader(f)]
+    with open(full, newline="") as f:
+        want = [(r["a"], r["b"], r["id"]) for r in csv.DictReader(f)]
+    assert got[:4] == want  # in the dataset's order, the repeated pair twice
+    assert got[4:] == [("dist/r0_1.png", "ref/r0.png", "old-id:d")]  # kept, put last
 
 
 def test_bapps_replica_matches_engine_score(

@@ -19,11 +19,11 @@ from dps_fast.io import (
     format_float,
     heatmap_name,
     meta_path,
-    read_done_keys,
     result_columns,
     save_heatmap,
     write_meta,
 )
+from dps_fast.io.resume import ResumeError, summarize_file
 
 COLUMNS = result_columns(["conv1", "conv2"], with_id=True)
 
@@ -73,7 +73,7 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     assert rows[2]["b"] == 'q"uote.png' and rows[2]["score"] == "0.25"
     assert rows[2]["tap_conv2"] == "123456789" and rows[2]["id"] == "p3"
     assert out.read_text(encoding="utf-8").count("a,b,score") == 1
-    assert read_done_keys(out) == {("1.png", "1.jpg"), ("ü,图.png", 'q"uote.png')}
+    assert summarize_file(out)["scored"] == 2  # read back: rows 1 and 3 done, 2 failed
 
 
 def test_jsonl_round_trip(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     assert objs[1]["score"] is None and objs[1]["error"] == "2.png is truncated or corrupt"
     assert objs[2]["score"] == 0.25 and objs[2]["tap_conv2"] == 123456789.0
     assert "ü,图.png" in lines[2]  # UTF-8, not \u escapes
-    assert read_done_keys(out) == {("1.png", "1.jpg"), ("ü,图.png", 'q"uote.png')}
+    assert summarize_file(out)["scored"] == 2  # read back: rows 1 and 3 done, 2 failed
     ndjson = tmp_path / "out.ndjson"
     with ResultWriter(ndjson, ["a", "b", "score", "error"]) as w:
         w.write({"a": "x", "b": "y", "score": math.inf, "error": ""})
@@ -151,12 +151,13 @@ def test_resume_appends_and_repairs_partial_line(tmp_path: Path, suffix: str) ->
     text = out.read_text()
     last_start = text.rstrip("\n").rfind("\n") + 1
     out.write_text(text[: last_start + 4])
-    assert read_done_keys(out) == {("1", "1")}  # error row redone, partial row ignored
+    # error row not done, partial row ignored
+    assert {k: summarize_file(out)[k] for k in ("rows", "scored")} == {"rows": 2, "scored": 1}
     with ResultWriter(out, columns, resume=True) as w:
         w.write({"a": "2", "b": "2", "score": 0.2, "error": ""})
         w.write({"a": "3", "b": "3", "score": 0.3, "error": ""})
     lines = out.read_text().splitlines()
-    assert read_done_keys(out) == {("1", "1"), ("2", "2"), ("3", "3")}
+    assert {k: summarize_file(out)[k] for k in ("rows", "scored")} == {"rows": 4, "scored": 3}
     if suffix == ".csv":
         assert lines == ["a,b,score,error", "1,1,0.1,", "2,2,,broken", "2,2,0.2,", "3,3,0.3,"]
     else:
@@ -165,7 +166,6 @@ def test_resume_appends_and_repairs_partial_line(tmp_path: Path, suffix: str) ->
 
 def test_resume_fresh_and_header_only(tmp_path: Path) -> None:
     out = tmp_path / "new.csv"
-    assert read_done_keys(out) == set()
     with ResultWriter(out, ["a", "b", "score", "error"], resume=True) as w:
         w.write({"a": "1", "b": "1", "score": 1.0, "error": ""})
     assert out.read_text() == "a,b,score,error\n1,1,1,\n"
@@ -192,11 +192,11 @@ def test_resume_with_other_columns_refused(tmp_path: Path) -> None:
         ResultWriter(out, COLUMNS, resume=True)
 
 
-def test_read_done_keys_bad_jsonl(tmp_path: Path) -> None:
+def test_resume_read_bad_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text('{"a": "1", "b": "1", "score": 1, "error": ""}\nnot json\n{"a": "2"}\n')
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
-        read_done_keys(out)
+    with pytest.raises(ResumeError, match="line 2 is not valid JSON"):
+        summarize_file(out)
 
 
 def test_unwritable_path(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..io.pairing import Pair
-from ..io.results import ResultWriter, drop_rows_to_redo, meta_path, read_done_keys, write_meta
+from ..io.results import ResultWriter, meta_path
+from ..io.resume import ResultsFile
 from ..pipeline import PairScorer
 from .items import Dataset, LayoutError
 
@@ -78,17 +79,24 @@ def score_dataset(
     decode: str = "auto",
     progress: Progress | None = None,
 ) -> ScoreRun:
-    """Score ``ds`` with ``engine`` into ``path`` (resumable); writes ``path``'s meta sidecar."""
+    """Score ``ds`` with ``engine`` into ``path``; writes ``path``'s meta sidecar.
+
+    ``resume``: rows already in ``path`` are kept and matched to pairs by ``(a, b, id)``,
+    counted (as ``dps-fast score --resume`` does, :class:`~dps_fast.io.resume.ResultsFile`),
+    so a pair listed twice keeps two rows; a file written with another model, bundle, weights,
+    precision or resize is refused (:class:`~dps_fast.io.resume.ResumeMismatchError`).
+    """
     import time
 
     taps = engine.tap_names
     cols = score_columns(taps)
     pairs: list[Pair] = []
-    labels: dict[tuple[str, str], dict[str, Any]] = {}
+    labels: dict[str, dict[str, Any]] = {}  # by pair id
     for it in ds.items:
         for p in it.pairs:
-            pairs.append(Pair(p.a, p.b, p.a_path, p.b_path, id=f"{it.id}:{p.role}"))
-            labels[(p.a, p.b)] = {
+            pid = f"{it.id}:{p.role}"
+            pairs.append(Pair(p.a, p.b, p.a_path, p.b_path, id=pid))
+            labels[pid] = {
                 "item": it.id,
                 "role": p.role,
                 "subset": it.subset,
@@ -97,28 +105,12 @@ def score_dataset(
                 "group": it.group,
                 "dtype": it.dtype,
             }
-    done: set[tuple[str, str]] = set()
-    if resume and path.exists():
-        done = read_done_keys(path)
-        drop_rows_to_redo(path, cols)
-    todo = [p for p in pairs if (p.a, p.b) not in done]
-    scorer = PairScorer(engine, resize=resize, per_layer=True, workers=workers, decode=decode)
-    run = ScoreRun(path, skipped=len(pairs) - len(todo), decoded=scorer.decodes)
-    t0 = time.perf_counter()
-    with ResultWriter(path, cols, resume=resume) as w:
-        for i, rec in enumerate(scorer.run(todo), 1):
-            rec.update(labels[(rec["a"], rec["b"])])
-            w.write(rec)
-            if rec["error"]:
-                run.failed += 1
-            else:
-                run.scored += 1
-            if progress is not None:
-                progress(i, len(todo))
-    run.seconds = time.perf_counter() - t0
     meta = {
         "model": engine.bundle.model,
         "bundle_sha256": engine.bundle.sha256,
+        "weights": engine.info["weights"],
+        "precision": engine.precision,
+        "options": {"resize": resize},
         "lower_is_better": lower_is_better(engine),
         "reduce": engine.bundle.reduce,
         "taps": taps,
@@ -132,7 +124,24 @@ def score_dataset(
         "weights_meta": engine.info["weights"],
         "notes": ds.notes,
     }
-    write_meta(path, meta)
+    scorer = PairScorer(engine, resize=resize, per_layer=True, workers=workers, decode=decode)
+    with ResultsFile(path, cols, pairs, meta, resume=resume) as rf:
+        todo = rf.plan.todo
+        run = ScoreRun(path, skipped=rf.plan.skipped, decoded=scorer.decodes)
+        t0 = time.perf_counter()
+        with ResultWriter(path, cols, resume=resume) as w:
+            for i, rec in enumerate(scorer.run(todo), 1):
+                rec.update(labels[rec["id"]])
+                w.write(rec)
+                if rec["error"]:
+                    run.failed += 1
+                else:
+                    run.scored += 1
+                if progress is not None:
+                    progress(i, len(todo))
+        run.seconds = time.perf_counter() - t0
+        rf.finish({"scored": run.scored, "failed": run.failed, "skipped": run.skipped,
+                   "seconds": run.seconds})  # fmt: skip
     return run
 
 

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io as _io
 import json
 import math
 import os
 import re
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -41,7 +40,6 @@ __all__ = [
     "csv_unescape",
     "format_float",
     "meta_path",
-    "read_done_keys",
     "result_columns",
     "results_format",
     "write_meta",
@@ -69,15 +67,6 @@ def result_columns(
     if models is not None and len(models) > 1:
         base = ["a", "b", *(f"score_{m}" for m in models), "error"]
     return [*base, *(f"tap_{t}" for t in taps), *(["id"] if with_id else [])]
-
-
-def _scored(row: Mapping[str, Any]) -> bool:
-    """Whether a results row is complete: no error, and a value in ``score`` or in every
-    ``score_<model>`` column (several models in one run)."""
-    if row.get("error"):
-        return False
-    cols = [c for c in row if isinstance(c, str) and (c == "score" or c.startswith("score_"))]
-    return bool(cols) and all(row.get(c) not in (None, "") for c in cols)
 
 
 def format_float(x: float | np.floating[Any] | None) -> str:
@@ -216,7 +205,8 @@ class ResultWriter:
     ``path=None`` writes CSV (or ``fmt``) to ``stream`` (default: sys.stdout). The format comes
     from ``fmt`` or the suffix (.csv, .jsonl, .ndjson). With ``resume=True`` and an existing
     file, rows are appended (no second header) after cutting a partial last line left by an
-    interrupted run; the caller skips the keys :func:`read_done_keys` reports. Thread-safe.
+    interrupted run; the caller plans what to skip (:class:`dps_fast.io.resume.ResultsFile`).
+    Thread-safe.
     """
 
     def __init__(
@@ -337,70 +327,6 @@ class ResultWriter:
         self.close()
 
 
-def _complete_lines(f: TextIO, partial_tail: bool) -> Iterator[str]:
-    """Lines of ``f``, leaving out the last one when it is partial."""
-    previous: str | None = None
-    for line in f:
-        if previous is not None:
-            yield previous
-        previous = line
-    if previous is not None and not (partial_tail and not previous.endswith("\n")):
-        yield previous
-
-
-def _ends_with_newline(path: Path) -> bool:
-    """True when the file is empty or its last byte is a newline."""
-    with open(path, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        if end == 0:
-            return True
-        f.seek(end - 1)
-        return f.read(1) == b"\n"
-
-
-def read_done_keys(path: Path, fmt: str | None = None) -> set[tuple[str, str]]:
-    """The (a, b) keys of rows in an existing results file that scored without error.
-
-    Rows with an error (or no score) are not done, so a resume redoes them. A partial last line
-    (an interrupted run) is ignored. A missing file gives an empty set.
-    """
-    path = Path(path)
-    kind = results_format(path, fmt)
-    if not path.exists():
-        return set()
-    done: set[tuple[str, str]] = set()
-    partial = not _ends_with_newline(path)
-    with open(path, encoding=_ENCODING, errors=_ERRORS, newline="") as f:
-        lines = _complete_lines(f, partial)
-        if kind == "csv":
-            reader = csv.DictReader(lines)
-            fields = reader.fieldnames or []
-            if fields and ("a" not in fields or "b" not in fields):
-                raise ValueError(
-                    f"cannot resume from {path}: it has no 'a' and 'b' columns "
-                    f"(columns found: {', '.join(fields)})"
-                )
-            for row in reader:
-                if _scored(row):
-                    done.add((csv_unescape(row["a"] or ""), csv_unescape(row["b"] or "")))
-            return done
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(
-                    f"cannot resume from {path}: line {number} is not valid JSON; fix or remove "
-                    "the line, or start a new output file"
-                ) from None
-            if not isinstance(obj, dict) or "a" not in obj or "b" not in obj:
-                raise ValueError(f"cannot resume from {path}: line {number} has no 'a' and 'b'")
-            if _scored(obj):
-                done.add((str(obj["a"]), str(obj["b"])))
-    return done
-
-
 def _json_default(value: Any) -> Any:
     """JSON for the types meta dicts tend to hold: paths, NumPy values, sets."""
     if isinstance(value, os.PathLike):
@@ -437,52 +363,3 @@ def write_meta(results_path: Path, meta: dict[str, Any]) -> Path:
             tmp.unlink()
         raise OSError(f"cannot write {target}: {e.strerror or e}") from e
     return target
-
-
-def drop_rows_to_redo(out: Path, columns: list[str]) -> None:
-    """Before a resume appends, remove the rows it will write again (rows with an error, and
-    repeats of an (a, b) key), so that every pair ends up with one row. The file is rewritten
-    atomically, and only when there is such a row; a CSV whose header is not this run's is left
-    alone (the writer refuses it). A cut-off last line is left to the writer to cut. The CLI
-    uses :mod:`dps_fast.io.resume` instead (rows keyed by (a, b, id), locked, provenance
-    checked).
-    """
-    raw = out.read_bytes()
-    text = raw[: raw.rfind(b"\n") + 1].decode("utf-8", "surrogateescape")
-    seen: set[tuple[str, str]] = set()
-    dropped = 0
-    if results_format(out) == "csv":
-        rows = list(csv.reader(_io.StringIO(text, newline="")))
-        if not rows or rows[0] != columns:
-            return
-        kept_rows = [rows[0]]
-        for row in rows[1:]:
-            r = dict(zip(columns, row, strict=False))
-            key = (r.get("a", ""), r.get("b", ""))
-            if not _scored(r) or key in seen:
-                dropped += 1
-                continue
-            seen.add(key)
-            kept_rows.append(row)
-        new_text = "".join(csv_line(row) for row in kept_rows)
-    else:
-        kept_lines = []
-        for line in text.split("\n"):
-            if not line.strip():
-                continue
-            obj = json.loads(line)  # read_done_keys has checked every complete line
-            key = (str(obj["a"]), str(obj["b"]))
-            if not _scored(obj) or key in seen:
-                dropped += 1
-                continue
-            seen.add(key)
-            kept_lines.append(line + "\n")
-        new_text = "".join(kept_lines)
-    if not dropped:
-        return
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.resume.tmp")
-    try:
-        tmp.write_bytes(new_text.encode("utf-8", "surrogateescape"))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
