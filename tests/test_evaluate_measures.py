@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -158,3 +159,51 @@ def test_refit_on_too_few_items_fails_cleanly() -> None:
     assert not M.refit(q[:2], q[:2], start).ok  # fewer items than parameters
     assert not M.refit(np.ones(6), q[:6], start).ok  # constant scores
     assert M.refit(q, M.logistic4(q, 5, 1, 0.5, 0.1), start).ok
+
+
+def _mos_table(n_ref: int = 8, types: tuple[str, ...] = ("01", "02"), levels: int = 4) -> Any:
+    """A MOS score table: every reference distorted ``levels`` times per type, distances a noisy
+    function of the rating (so correlations are high but not 1)."""
+    from dps_fast.evaluate.scoring import ScoreTable
+
+    rng = np.random.default_rng(5)
+    rows = [(r, t, lv) for r in range(n_ref) for t in types for lv in range(levels)]
+    n = len(rows)
+    mos = np.array([9.0 - 2 * lv + rng.normal(0, 0.7) for _, _, lv in rows])
+    d = -mos + rng.normal(0, 1.0, n)
+    return ScoreTable(
+        "m", "tid", "mos", True, True, "sum", ["t0"],
+        [f"i{r}_{t}_{lv}" for r, t, lv in rows], np.array(["all"] * n), mos, np.full(n, np.nan),
+        np.array([f"I{r:02d}" for r, _, _ in rows]), np.array([t for _, t, _ in rows]), ["d"],
+        {"d": d}, {"d": d[:, None]}, {"d": [("a", "b")] * n}, 0, {},
+    )  # fmt: skip
+
+
+def test_per_distortion_rows_have_clustered_bca_intervals() -> None:
+    """Each type=XX row gets the whole dataset's seeded BCa CI, resampling that type's items by
+    reference image (issue 16: they were left empty)."""
+    from dps_fast.evaluate.summary import table_rows
+
+    table = _mos_table()
+    opts = Options(n_resamples=300, seed=3)
+    rows = table_rows(table, opts)
+    per_type = [r for r in rows if r.subset.startswith("type=")]
+    assert {r.subset for r in per_type} == {"type=01", "type=02"}
+    assert {r.measure for r in per_type} == {"srocc", "krocc", "plcc"}
+    for r in per_type:
+        assert math.isfinite(r.ci_low) and math.isfinite(r.ci_high), r
+        assert r.ci_low <= r.value <= r.ci_high and r.ci_high - r.ci_low > 0, r
+        assert r.n == 32 and "no CI" not in r.note
+        # The same interval computed directly: that type's items, clusters = references.
+        part = table.select(table.dtype == r.subset[5:])
+        members = clusters(part.group.tolist())
+        assert len(members) == 8
+
+        def stat(i: np.ndarray, part: Any = part, k: str = r.measure) -> np.ndarray:
+            q, t = -part.dist["d"][i], part.target()[i]
+            return np.array([{"srocc": M.srocc, "krocc": M.krocc, "plcc": M.plcc}[k](q, t)])
+
+        lo, hi = bootstrap_ci(stat, members, n_resamples=300, seed=3)
+        assert (r.ci_low, r.ci_high) == pytest.approx((lo[0], hi[0]), rel=1e-12)
+    again = table_rows(table, opts)  # seeded: the same intervals on a second run
+    assert [(r.ci_low, r.ci_high) for r in again] == [(r.ci_low, r.ci_high) for r in rows]

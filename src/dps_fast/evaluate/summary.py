@@ -2,7 +2,8 @@
 
 Measures per protocol: ``2afc`` and its ``2afc_ceiling`` (BAPPS 2AFC), ``jnd_map`` (BAPPS JND),
 ``srocc``, ``krocc``, ``plcc`` (raw), ``plcc_fit``, ``rmse_fit``, ``outlier_ratio`` (MOS sets).
-Per distortion type (``subset`` = ``type=XX``) the rank and raw correlations, without CI. With
+Per distortion type (``subset`` = ``type=XX``) the rank and raw correlations, with the same
+seeded BCa bootstrap as the whole dataset (the type's items resampled by reference image). With
 tap subsets, the main measure again for distances recombined from those taps (``taps`` column).
 """
 
@@ -142,13 +143,12 @@ def table_rows(
         members = clusters(part.group.tolist())
         stat = _stat(part, part.dist, opts, full)
         values = stat(np.arange(part.n))
-        # Per distortion type: values only (24 types × 1000 resamples would cost more than the
-        # scoring); the whole dataset and each BAPPS subset get their CIs.
-        boot = opts.n_resamples if full else 0
+        # Every subset (each distortion type too) gets its CI, clusters = its references.
         lo, hi = bootstrap_ci(
-            stat, members, n_resamples=boot, confidence=opts.confidence, seed=opts.seed
-        )
-        note = "" if full else "no CI per distortion type"
+            stat, members, n_resamples=opts.n_resamples, confidence=opts.confidence,
+            seed=opts.seed,
+        )  # fmt: skip
+        note = ""
         params = ""
         if part.protocol == "mos" and full:
             fit = M.fit_logistic(-part.dist["d"], part.target(), opts.fit)
