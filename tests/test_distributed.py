@@ -257,3 +257,63 @@ def test_actors_use_the_cpus_ray_gives_them(manifest, engines) -> None:
     gpu = _make_plan(manifest, gpus=1, cpus=4, **common)
     assert gpu.engine_options["threads"] is None and gpu.score_options["workers"] == 4
     assert len(cpu.planned) == 154 and cpu.bundle_sha256
+
+
+def test_crop_border_reaches_the_actors_engine_and_the_resume_check(
+    manifest, engines, tmp_path
+) -> None:
+    """--crop-border on the Ray backend: the plan hands it to each actor's engine, an actor
+    (run here without Ray) scores the cropped images as the local pipeline does, the meta
+    records it and a resume with another value is refused."""
+    from dps_fast.distributed.plan import unit_row
+    from dps_fast.distributed.ray_backend import (
+        _UNIT_SCHEMA,
+        _engine_provenance,
+        _make_plan,
+        _UnitActor,
+    )
+
+    eng = engines("lpips-alex")
+    common: dict[str, Any] = dict(model="unused", weights=None, device="cpu", precision="fp32",
+                                  batch_size=None, resize="none", per_layer=False, workers=1,
+                                  decode="cpu", engine=eng)  # fmt: skip
+    plan = _make_plan(manifest, crop_border=5, **common)
+    assert plan.engine_options["crop_border"] == 5
+    assert _engine_provenance(plan)["crop_border"] == 5
+    assert _make_plan(manifest, **common).engine_options["crop_border"] == 0
+    with pytest.raises(ValueError, match="crop_border a non-negative int"):
+        _make_plan(manifest, crop_border=-1, **common)
+
+    items = plan.planned[:6] + plan.planned[-2:]  # four pairs on ref.png, a missing, a broken
+    actor = _UnitActor(
+        bundle_path=str(plan.bundle_path),
+        bundle_sha256=plan.bundle_sha256,
+        bundle_blob=None,
+        engine_options=plan.engine_options,
+        score_options=plan.score_options,
+        run_id=f"t{id(plan)}",
+        fault="",
+    )
+    assert actor.engine.crop_border == 5
+    table = pa.Table.from_pylist([unit_row("u1", items)], schema=_UNIT_SCHEMA)
+    got = {r["id"]: r for r in actor(table).to_pylist()}
+    rows = dps_fast.score_pairs(manifest, model=str(eng.bundle.path), device="cpu", crop_border=5)
+    cropped = {p["id"]: p for p in rows if p["id"] in got}
+    plain = {p["id"]: p for p in dps_fast.score_pairs(manifest, engine=eng) if p["id"] in got}
+    assert got.keys() == cropped.keys() == {it.id for it in items} and len(items) == 8
+    for k, w in cropped.items():
+        assert bool(got[k]["error"]) == bool(w["error"]), k
+        if w["score"] is not None:
+            assert abs(got[k]["score"] - w["score"]) <= 1e-6, k
+            assert abs(got[k]["score"] - plain[k]["score"]) > 1e-6, k  # the crop mattered
+
+    out = tmp_path / "out"
+    meta = {"pairs_sha256": "x", "columns": ["a"], "crop_border": 0}
+    prepare_out(out, meta, resume=False)
+    from dps_fast.distributed.output import META, write_json
+
+    old = {"pairs_sha256": "x", "columns": ["a"]}  # written before crop_border was recorded
+    write_json(out / META, old)
+    prepare_out(out, meta, resume=True)  # the same run: no crop then, none now
+    with pytest.raises(DistributedError, match=r"differs .* in crop_border"):
+        prepare_out(out, {**meta, "crop_border": 4}, resume=True)

@@ -177,3 +177,33 @@ def test_matrix_cli_says_the_plan_names_bad_images_and_writes_meta(alex, tmp_pat
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
     res = CliRunner().invoke(app, ["matrix", str(folder), "--out", str(out), "--resize", "9"])
     assert res.exit_code == 2 and "WxH" in res.stderr
+
+
+def test_crop_border_scores_the_inside_of_each_image(alex, tmp_path) -> None:
+    """``--crop-border N`` (the engine's crop_border) on a matrix: the distances of the images
+    less N pixels on each side, recorded in the meta; a crop that leaves too little says so."""
+    from dps_fast import Engine
+
+    folder = _folder(tmp_path / "imgs", n=4)
+    cropped = Engine(alex.bundle.path, device="cpu", crop_border=6)
+    res = compute_matrix(folder, engine=cropped)
+    good = [i for i, name in enumerate(res.labels) if name not in res.errors]
+    imgs = np.stack([decode_image(folder / res.labels[i]) for i in good])
+    inside = np.ascontiguousarray(imgs[:, 6:-6, 6:-6])
+    g = res.matrix[np.ix_(good, good)]
+    np.testing.assert_allclose(g, alex.pairwise(inside), rtol=0, atol=TOL)
+    assert not np.allclose(g, alex.pairwise(imgs), rtol=0, atol=TOL)  # the crop mattered
+    too_much = Engine(alex.bundle.path, device="cpu", crop_border=20)
+    with pytest.raises(ValueError, match=r"8×24 after --crop-border 20.*smaller --crop-border"):
+        compute_matrix(folder, engine=too_much)
+
+    out = tmp_path / "m.npy"
+    args = ["matrix", str(folder), "--out", str(out), "--model", str(alex.bundle.path),
+            "--crop-border", "6"]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, (r.stdout, r.stderr)  # the bad file
+    np.testing.assert_allclose(np.load(out), res.matrix, rtol=0, atol=TOL, equal_nan=True)
+    meta = json.loads((tmp_path / "m.npy.meta.json").read_text(encoding="utf-8"))
+    assert meta["crop_border"] == 6 and meta["options"]["crop_border"] == 6
+    r = CliRunner().invoke(app, [*args[:-1], "30"])
+    assert r.exit_code == 2 and "after --crop-border 30" in r.stderr

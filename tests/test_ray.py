@@ -274,6 +274,19 @@ def test_score_folders_with_backend_ray(cluster, alex, engines, tmp_path) -> Non
     assert r.exit_code == 2 and "already holds results; pass --resume" in r.output
     r = CliRunner().invoke(app, [*args, "--resume"])
     assert r.exit_code == 0 and "skipped 5 (already in --out)" in r.output
+    # --crop-border reaches the actors: the local run's cropped scores; resume must keep it.
+    out2 = tmp_path / "out-crop"
+    crop = [*args[:-3], str(out2), "--unit-size", "2", "--crop-border", "5"]
+    r = CliRunner().invoke(app, crop)
+    assert r.exit_code == 0, r.output
+    got = {(x["a"], x["b"]): x for x in _rows(out2).values()}
+    want = list(dps_fast.score_dirs(tmp_path / "A", tmp_path / "B", model=str(alex),
+                                    device="cpu", crop_border=5))  # fmt: skip
+    for w in want:
+        assert abs(got[(w["a"], w["b"])]["score"] - w["score"]) <= 1e-6
+    assert json.loads((out2 / META).read_text())["crop_border"] == 5
+    r = CliRunner().invoke(app, [*crop[:-1], "3", "--resume"])
+    assert r.exit_code == 2 and "differs from the one that wrote it in crop_border" in r.output
 
 
 def test_build_dataset_returns_the_result_rows(cluster, data, alex, reference) -> None:

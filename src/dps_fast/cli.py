@@ -481,8 +481,6 @@ def _ray_backend(pairs: list[Any], opts: ScoreOptions) -> int:
 
     if "," in opts.model:
         _fail("--backend ray scores one model per run; run it once per model")
-    if opts.crop_border:
-        _fail("--crop-border is not available with --backend ray")
     if opts.spatial_dir is not None:
         _fail("--spatial-dir is not available with --backend ray")
     if opts.out is None:
@@ -494,6 +492,7 @@ def _ray_backend(pairs: list[Any], opts: ScoreOptions) -> int:
         workers=opts.workers, decode=opts.decode, address=opts.ray_address, actors=opts.actors,
         cpus_per_actor=opts.cpus_per_actor, gpus_per_actor=opts.gpus_per_actor,
         unit_size=opts.unit_size, no_progress_timeout=opts.no_progress_timeout,
+        crop_border=opts.crop_border,
     )  # fmt: skip
     for m in messages:
         _err(m)
@@ -604,19 +603,23 @@ def matrix(
         "none", "--crop", help="none | center: crop to W:H before --resize WxH (no stretching)."
     ),
     max_memory: str = typer.Option(
-        "1GB", "--max-memory", help="Features held at once, e.g. 1GB, 300MB; beyond, blocks."
+        "1GB", "--max-memory", help="Features held at once, e.g. 1GB, 300MB; beyond, passes."
     ),
+    crop_border: int = CROP,
 ) -> None:
     """All-pairs distance matrix of a folder.
 
-    Features are computed once per image while they fit --max-memory, else block by block
-    (memory stays bounded, the trunk runs more than once per image). An unreadable image gets
-    a NaN row and column and is named on stderr and in M.npy.meta.json (exit 1).
+    Features are computed once per image while they fit --max-memory, else in passes (as many
+    held as fit, the rest streamed past them: memory stays bounded, the trunk runs more than
+    once per image). --crop-border N drops N pixels from each side after --resize. An
+    unreadable image gets a NaN row and column and is named on stderr and in M.npy.meta.json
+    (exit 1).
 
     \b
     Examples:
       dps-fast matrix photos/ --out m.npy
       dps-fast matrix photos/ --out m.csv --resize 256x256 --crop center --max-memory 300MB
+      dps-fast matrix sr/ --out m.npy --model psnr-y --crop-border 4
     """
     from .io.pairing import list_images
     from .matrix import parse_budget, parse_matrix_resize
@@ -633,13 +636,13 @@ def matrix(
         _fail(f"--max-memory/--resize/--crop: {e}")
     if not list_images(folder):
         _fail(f"no images found in {folder}")
-    engine = _make_engine(model, weights, device, precision, batch_size)
+    engine = _make_engine(model, weights, device, precision, batch_size, crop_border)
 
     def say_plan(plan: Any) -> None:
         _err(f"matrix: {plan.describe()}")
 
     options = {"dir": str(folder), "resize": str(rs), "crop": crop, "max_memory": budget,
-               "batch_size": batch_size}  # fmt: skip
+               "batch_size": batch_size, "crop_border": crop_border}  # fmt: skip
     try:
         res = write_matrix_file(folder, out, engine=engine, resize=rs, max_feature_bytes=budget,
                                 workers=workers, on_plan=say_plan, options=options)  # fmt: skip

@@ -371,12 +371,7 @@ def compute_matrix(
         if not good:
             return MatrixResult(m, names, errors, None)
         hw = next(iter(sizes))
-        mh, mw = engine.bundle.min_size
-        if hw[0] < mh or hw[1] < mw:
-            raise ValueError(
-                f"images are {hw[0]}×{hw[1]} (H×W) after resize {rs}, this model needs at least "
-                f"{mh}×{mw}; use --resize WxH with a larger size"
-            )
+        _check_size(engine, hw, rs)
         probe = engine.features(np.zeros((1, *hw, 3), np.uint8))
         fbytes = int(sum(f.nbytes for f in probe))
         del probe
@@ -402,6 +397,22 @@ def compute_matrix(
         m[i, :] = np.nan
         m[:, i] = np.nan
     return MatrixResult(m, names, errors, plan)
+
+
+def _check_size(engine: Engine, hw: tuple[int, int], rs: MatrixResize) -> None:
+    """The images (after resize, less the engine's ``crop_border`` on each side) are at least
+    the model's minimum, or a ValueError says what to change."""
+    mh, mw = engine.bundle.min_size
+    c = getattr(engine, "crop_border", 0)
+    h, w = hw[0] - 2 * c, hw[1] - 2 * c
+    if h >= max(1, mh) and w >= max(1, mw):
+        return
+    cropped = f", {max(0, h)}×{max(0, w)} after --crop-border {c}" if c else ""
+    raise ValueError(
+        f"images are {hw[0]}×{hw[1]} (H×W) after resize {rs}{cropped}, this model needs at "
+        f"least {mh}×{mw}; use --resize WxH with a larger size"
+        + (" or a smaller --crop-border" if c else "")
+    )
 
 
 def _try(

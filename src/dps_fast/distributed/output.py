@@ -37,7 +37,9 @@ META = "_dps_meta.json"
 SUCCESS = "_SUCCESS"
 SHARD_PREFIX = "part-"
 # What a resume must find unchanged in the meta of the run it continues.
-RESUME_KEYS = ("pairs_sha256", "bundle_sha256", "columns", "resize", "precision")
+RESUME_KEYS = ("pairs_sha256", "bundle_sha256", "columns", "resize", "precision", "crop_border")
+# What a key meant in outputs written before it was recorded.
+RESUME_DEFAULTS: dict[str, Any] = {"crop_border": 0}
 
 
 @dataclass
@@ -125,7 +127,8 @@ def prepare_out(out: Path, meta: dict[str, Any], *, resume: bool) -> ResumeState
             before = json.loads(old_meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise DistributedError(f"cannot resume {out}: {META} is unreadable ({e})") from e
-        changed = [k for k in RESUME_KEYS if before.get(k) != meta.get(k)]
+        d = RESUME_DEFAULTS
+        changed = [k for k in RESUME_KEYS if before.get(k, d.get(k)) != meta.get(k, d.get(k))]
         if changed:
             raise DistributedError(
                 f"cannot resume {out}: this run differs from the one that wrote it in "

@@ -324,11 +324,14 @@ def _make_plan(
     gpus: float = 0.0,
     cpus: float = 1.0,
     engine: Any = None,
+    crop_border: int = 0,
 ) -> _Plan:
     from ..engine import Engine
     from ..io.decode import parse_resize
 
     parse_resize(resize)  # ValueError now rather than one per row
+    if not isinstance(crop_border, int) or crop_border < 0:
+        raise ValueError(f"expected crop_border a non-negative int, got {crop_border!r}")
     if (device == "cuda" or decode == "gpu") and not gpus:
         what = "--device cuda" if device == "cuda" else "--decode gpu"
         raise ValueError(f"{what} needs GPUs for the actors: pass --gpus-per-actor (e.g. 1)")
@@ -347,6 +350,8 @@ def _make_plan(
             "device": device,
             "precision": precision,
             "batch_size": batch_size,
+            # Pixels cut from each side of every image, by each actor's engine.
+            "crop_border": crop_border,
             # A CPU actor computes on the CPUs Ray gave it, not on all of its node's cores.
             "threads": None if gpus else max(1, round(cpus)),
         },
@@ -433,12 +438,14 @@ def build_dataset(
     decode: str = "auto",
     options: RayOptions | None = None,
     ship_bundle: str = "auto",
+    crop_border: int = 0,
 ) -> ray.data.Dataset:
     """The ``ray.data.Dataset`` of result rows for a manifest (or pairs), not yet executed.
 
     For composing a larger pipeline (``write_parquet``, joins …) on an initialised Ray. Rows
     follow :func:`~dps_fast.distributed.units.result_schema`; a failed pair is a row with its
-    error. Resume and the output folder are :func:`score_pairs_ray`'s.
+    error. Resume and the output folder are :func:`score_pairs_ray`'s. ``crop_border``: pixels
+    cut from each side of both images before scoring (as ``Engine(crop_border=…)``).
     """
     opts = options or RayOptions()
     opts.check()
@@ -457,6 +464,7 @@ def build_dataset(
         decode=decode,
         gpus=opts.gpus_per_actor,
         cpus=opts.cpus_per_actor,
+        crop_border=crop_border,
     )
     check_resources(opts)
     return _dataset(plan, plan.planned, opts, uuid.uuid4().hex[:12], ship_bundle)
@@ -478,6 +486,7 @@ def _engine_provenance(plan: _Plan) -> dict[str, Any]:
         "weights": info["weights"],
         "precision": plan.engine_options["precision"],
         "device": plan.engine_options["device"],
+        "crop_border": plan.engine_options["crop_border"],
         "lower_is_better": info.get("lower_is_better", True),
     }
 
@@ -500,6 +509,7 @@ def score_pairs_ray(
     ship_bundle: str = "auto",
     engine: Any = None,
     progress: Any = None,
+    crop_border: int = 0,
 ) -> RayRun:
     """Score a manifest (or a list of pairs) on Ray into Parquet shards in the folder ``out``.
 
@@ -509,6 +519,8 @@ def score_pairs_ray(
     DistributedError when the run cannot start or finish (the CLI's exit 2); a pair that
     crashed its worker on every attempt is a row with its error and is listed in
     ``RayRun.crashed`` (no completion marker then). ``progress(done, total)`` is called per unit.
+    ``crop_border``: pixels cut from each side of both images before scoring (super-resolution
+    practice, as ``Engine(crop_border=…)``); a resume must use the same.
     """
     opts = options or RayOptions()
     opts.check()
@@ -528,6 +540,7 @@ def score_pairs_ray(
         gpus=opts.gpus_per_actor,
         cpus=opts.cpus_per_actor,
         engine=engine,
+        crop_border=crop_border,
     )
     taps = list(plan.engine.tap_names) if per_layer else []
     meta: dict[str, Any] = {
