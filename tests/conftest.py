@@ -6,7 +6,10 @@ as a weights file (the offline user's path); LPIPS lin and DISTS alpha/beta weig
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,35 +41,86 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
 
 
+# What an exported test bundle depends on: the exporter and the modules that decide what it
+# writes, the seeded weights, and the versions of the packages that trace and check it.
+EXPORT_SOURCES = ("export", "classical", "registry.py", "manifest.py", "bundle.py", "samples.py",
+                  "reexport.py", "hashing.py", "_version.py", "bench/contenders.py")  # fmt: skip
+EXPORT_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime")
+
+
+def export_key() -> str:
+    """A digest of everything an exported test bundle depends on (sources and versions)."""
+    import dps_fast
+
+    src = Path(dps_fast.__file__).parent
+    files: list[Path] = [Path(__file__).parent / "helpers" / "weights.py"]
+    for name in EXPORT_SOURCES:
+        f = src / name
+        files += sorted(f.rglob("*.py")) if f.is_dir() else [f] if f.exists() else []
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    for dist in EXPORT_PACKAGES:
+        h.update(f"{dist}=={importlib.metadata.version(dist)}".encode())
+    return h.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def weights_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    root = tmp_path_factory.mktemp("weights")
-    made: dict[str, Path] = {}
+def export_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's seeded weights and exported bundles live.
+
+    With pytest's cache on (the default), they are kept between runs in ``.pytest_cache``,
+    keyed by :func:`export_key`: the fast lane exports only after the exporter, the registry
+    or torch/onnx changed. ``pytest --cache-clear``, ``-p no:cacheprovider`` or
+    ``DPS_FAST_TEST_FRESH_EXPORTS=1`` export afresh; CI (a fresh clone) always does.
+    """
+    cache = getattr(request.config, "cache", None)
+    if cache is None or os.environ.get("DPS_FAST_TEST_FRESH_EXPORTS", "") not in ("", "0"):
+        return tmp_path_factory.mktemp("exports")
+    return Path(cache.mkdir(f"dps-fast-exports-{export_key()}"))
+
+
+def _made_once(target: Path, make: Callable[[Path], Path]) -> Path:
+    """``target`` if an earlier run finished making it, else made beside it and renamed in."""
+    if target.exists():
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    made = make(tmp)
+    try:
+        os.replace(made, target)
+    except OSError:  # another run finished it first
+        shutil.rmtree(made, ignore_errors=True) if made.is_dir() else made.unlink()
+    return target
+
+
+@pytest.fixture(scope="session")
+def weights_file(export_root: Path) -> Callable[[str], Path]:
+    root = export_root / "weights"
+    root.mkdir(exist_ok=True)
 
     def get(arch: str) -> Path:
-        if arch not in made:
-            made[arch] = make_random_weights(arch, root / f"{arch}-random.pth")
-        return made[arch]
+        return _made_once(root / f"{arch}-random.pth", lambda p: make_random_weights(arch, p))
 
     return get
 
 
 @pytest.fixture(scope="session")
-def bundle(
-    tmp_path_factory: pytest.TempPathFactory, weights_file: Callable[[str], Path]
-) -> Callable[[str], Path]:
-    """Export a model once per test session (into a temp folder) and return the bundle path."""
+def bundle(export_root: Path, weights_file: Callable[[str], Path]) -> Callable[[str], Path]:
+    """Export a model once (per session, or kept between runs: see ``export_root``) and return
+    the bundle path. Tests that change a bundle work on a copy."""
     from dps_fast.export import export_model
     from dps_fast.registry import get_model
 
-    root = tmp_path_factory.mktemp("bundles")
-    made: dict[str, Path] = {}
+    root = export_root / "bundles"
+    root.mkdir(exist_ok=True)
 
     def get(name: str) -> Path:
-        if name not in made:
-            spec = get_model(name)
-            made[name] = export_model(spec, weights=weights_file(spec.arch), out=root / name)
-        return made[name]
+        spec = get_model(name)
+        return _made_once(
+            root / name, lambda p: export_model(spec, weights=weights_file(spec.arch), out=p)
+        )
 
     return get
 

@@ -29,6 +29,9 @@ from tests.helpers.references import (
     lpips_float64,
 )
 
+# Photograph-sized images take seconds to minutes per case: the whole module is the slow lane.
+pytestmark = pytest.mark.slow
+
 PHOTO_SIZES = [(768, 1024), (1536, 2048)]
 
 

@@ -27,7 +27,9 @@ CLASSICAL = list(MEASURES)
 SSIM_SIZES = [(11, 11), (12, 17), (41, 64), (97, 131), (162, 175)]
 # SSIM's automatic downsampling: factor 1 below a minimum side of 384, 2 from 384 (640/256 =
 # 2.5 rounds half-to-even to 2, as Python's round in piq), 3 at 767.
-DOWN_SIZES = [(383, 390), (384, 389), (640, 641), (767, 769)]
+DOWN_SIZES = [(383, 390), (384, 389)] + [
+    pytest.param(hw, marks=pytest.mark.slow) for hw in [(640, 641), (767, 769)]
+]
 MS_SIZES = [(161, 161), (161, 175), (162, 163), (200, 331), (257, 256)]
 
 

@@ -205,6 +205,7 @@ def _modules_after(code: str) -> str:
     return r.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # five interpreters, one of them importing Ray
 def test_nothing_but_backend_ray_imports_ray(
     manifest, bundle: Callable[[str], Path], tmp_path
 ) -> None:

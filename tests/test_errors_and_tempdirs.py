@@ -57,8 +57,11 @@ def test_stale_folders_of_dead_processes_are_swept(tmp_path: Path) -> None:
     assert not mine.exists()
 
 
+# The child restores Python's SIGINT handler: a shell starts background jobs with SIGINT ignored,
+# and a child of such a run would otherwise never see the signal this test sends.
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 from dps_fast._tempdirs import owned_tempdir
 with owned_tempdir("dps-fast-export-", Path(sys.argv[1])) as d:

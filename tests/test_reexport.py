@@ -123,6 +123,7 @@ def test_reexport_command_from_manifests(tmp_path: Path, home: Path) -> None:
 # -- each suggestion, run as printed -------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs the printed command: a real export
 def test_corrupt_bundle_outside_the_cache_is_repaired(
     tmp_path: Path, home: Path, spaced_weights: Path
 ) -> None:
@@ -147,6 +148,7 @@ def test_corrupt_bundle_outside_the_cache_is_repaired(
     assert fixed.manifest.weights.name == spaced_weights.name
 
 
+@pytest.mark.slow  # runs the printed command: a real export
 def test_unreadable_and_stale_manifests_in_the_cache_are_repaired(
     tmp_path: Path, home: Path, spaced_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -123,6 +123,20 @@ def test_provenance_differences_names_each_field() -> None:
     assert len(diff) == 2 and "precision" in diff[0] and "resize" in diff[1]
 
 
+def test_provenance_differences_compare_each_model_of_a_several_model_meta() -> None:
+    """A several-model file keeps each model's bundle under ``models``: the same model names
+    with another bundle behind one of them must be refused, naming that model."""
+    m = {"bundle_sha256": "a", "weights": {"sha256": "1"}, "precision": "fp32"}
+    old = {"model": ["x", "y"], "models": [{"model": "x", **m}, {"model": "y", **m}],
+           "precision": "fp32", "options": {"resize": "none"}}  # fmt: skip
+    assert provenance_differences(old, old) == []
+    new = {**old, "models": [{"model": "x", **m}, {"model": "y", **m, "bundle_sha256": "b"}]}
+    diff = provenance_differences(old, new)
+    assert len(diff) == 1 and diff[0].startswith("y: bundle_sha256"), diff
+    new = {**old, "models": [{"model": "x", **m, "weights": {"sha256": "2"}}, old["models"][1]]}
+    assert [d.split(":")[:2] for d in provenance_differences(old, new)] == [["x", " weights"]]
+
+
 def test_resume_restores_order_and_meta_covers_the_whole_file(tmp_path, alex) -> None:
     """Items 23 and 4: retried rows were appended at the end; the meta described one run."""
     a, b = pair_folders(tmp_path, [f"p{i}.png" for i in range(5)])

@@ -331,13 +331,35 @@ def _show(value: Any) -> str:
 def provenance_differences(
     old: dict[str, Any], new: dict[str, Any], keys: Sequence[str] = PROVENANCE_KEYS
 ) -> list[str]:
-    """What differs between two metas on ``keys``, as "key: file has X, this run Y" lines."""
+    """What differs between two metas on ``keys``, as "key: file has X, this run Y" lines.
+
+    A several-model meta holds each model's bundle, weights and precision under ``models``;
+    those are compared model by model (named ``<model>: key``), so a changed bundle behind an
+    unchanged model name is found too.
+    """
+    out = _differences(old, new, keys, "")
+    old_models, new_models = old.get("models"), new.get("models")
+    if (isinstance(old_models, list) or isinstance(new_models, list)) and not out:
+        olds = old_models if isinstance(old_models, list) else [old]
+        news = new_models if isinstance(new_models, list) else [new]
+        per_model = [k for k in keys if k not in ("model",) and not k.startswith("options.")]
+        for o, n in zip(olds, news, strict=False):
+            if isinstance(o, dict) and isinstance(n, dict):
+                out += _differences(o, n, per_model, f"{n.get('model', '?')}: ")
+    return out
+
+
+def _differences(
+    old: dict[str, Any], new: dict[str, Any], keys: Sequence[str], prefix: str
+) -> list[str]:
     out = []
     for key in keys:
         a = json.loads(json.dumps(_lookup(old, key), default=str))
         b = json.loads(json.dumps(_lookup(new, key), default=str))
         if a != b:
-            out.append(f"{key.split('.')[-1]}: the file has {_show(a)}, this run {_show(b)}")
+            out.append(
+                f"{prefix}{key.split('.')[-1]}: the file has {_show(a)}, this run {_show(b)}"
+            )
     return out
 
 
