@@ -44,8 +44,13 @@ def read_weights(path: Path | None) -> dict[str, float]:
         return weights
     try:
         import tomllib
-    except ImportError:  # Python 3.10
-        raise LayoutError("--aggregate needs Python ≥ 3.11 (tomllib)") from None
+    except ImportError:  # Python 3.10: tomli is the same parser (the [eval] extra installs it)
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise LayoutError(
+                "--aggregate on Python 3.10 needs tomli: pip install 'dps-fast[eval]'"
+            ) from None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
