@@ -7,7 +7,6 @@ the run goes on. Whole-run errors exit 2 with one line on stderr.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -15,9 +14,7 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from dps_fast.cli import app
 from dps_fast.hashing import sha256_file
 from dps_fast.io import decode_image, heatmap_name, resize_image
 from tests.helpers import images as im
+from tests.helpers.fifo import fifo_watchdog
 
 H, W = 96, 128
 DPS_FAST = Path(sys.executable).parent / "dps-fast"
@@ -191,34 +189,6 @@ def run_script(
     if code is not None:
         assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     return proc
-
-
-@contextlib.contextmanager
-def fifo_watchdog(path: Path, seconds: float = 60) -> Iterator[None]:
-    """Fail (instead of hanging for ever) if something blocks reading the FIFO at ``path``."""
-    stop = threading.Event()
-    fired: list[bool] = []
-
-    def watch() -> None:
-        if stop.wait(seconds):
-            return
-        fired.append(True)
-        while not stop.is_set():  # a blocked reader is released by a writer that opens and closes
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
-                time.sleep(0.05)
-                continue
-            os.close(fd)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(5)
-    assert not fired, f"the run blocked on the FIFO {path}"
 
 
 def cli_plain_scores(a: Path, b: Path, model: Path) -> str:

@@ -21,11 +21,11 @@ from dps_fast.io.pairing import Pair
 from dps_fast.pipeline import PairScorer
 from dps_fast.pipeline.items import PairItem
 from tests.helpers import images as im
+from tests.helpers.fifo import fifo_watchdog
 from tests.hostile.hostile_util import (
     SIZE,
     by_name,
     cli,
-    fifo_watchdog,
     image,
     pair_folders,
     png_claiming,
