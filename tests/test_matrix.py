@@ -207,3 +207,24 @@ def test_crop_border_scores_the_inside_of_each_image(alex, tmp_path) -> None:
     assert meta["crop_border"] == 6 and meta["options"]["crop_border"] == 6
     r = CliRunner().invoke(app, [*args[:-1], "30"])
     assert r.exit_code == 2 and "after --crop-border 30" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["psnr", "ssim", "mse"])
+def test_classical_matrix_diagonal_is_each_image_against_itself(name: str, tmp_path) -> None:
+    """A similarity's diagonal is its ideal value (PSNR inf, SSIM 1), as ``Engine.pairwise``
+    gives, not the 0 of a distance; in one pass and in several."""
+    from dps_fast import Engine
+
+    eng = Engine(name, device="cpu")
+    folder = _folder(tmp_path / "imgs", n=5)
+    res = compute_matrix(folder, engine=eng)
+    good = [i for i, label in enumerate(res.labels) if label not in res.errors]
+    imgs = np.stack([decode_image(folder / res.labels[i]) for i in good])
+    want = eng.pairwise(imgs)
+    g = res.matrix[np.ix_(good, good)]
+    assert np.array_equal(np.diag(g), np.diag(want))
+    assert np.diag(g).tolist() == [{"psnr": np.inf, "ssim": 1.0, "mse": 0.0}[name]] * len(good)
+    np.testing.assert_allclose(g, want, rtol=1e-6)
+    small = compute_matrix(folder, engine=eng, max_feature_bytes=1)
+    assert small.plan is not None and len(small.plan.passes) > 1
+    np.testing.assert_array_equal(small.matrix, res.matrix)

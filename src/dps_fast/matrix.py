@@ -314,6 +314,21 @@ def _fill(engine: Engine, m: np.ndarray, ri: list[int], fi: list[np.ndarray],
             m[cols, i] = d
 
 
+def _diagonal(
+    engine: Engine, m: np.ndarray, ri: list[int], fi: list[np.ndarray], step: int
+) -> None:
+    """Each image against itself: 0 for a distance; for a similarity (PSNR, SSIM …) the
+    head's own value on identical features (inf, 1), as :meth:`Engine.pairwise` gives."""
+    if engine.lower_is_better:
+        m[ri, ri] = 0.0
+        return
+    for s in range(0, len(ri), step):
+        e = min(len(ri), s + step)
+        same = [f[s:e] for f in fi]
+        d = engine.reduce(engine.per_tap_from_features(same, same, chunk=e - s))
+        m[ri[s:e], ri[s:e]] = d
+
+
 def compute_matrix(
     folder: str | os.PathLike[str],
     *,
@@ -383,7 +398,7 @@ def compute_matrix(
         start = 0
         for held, streamed in plan.passes:
             ri, fi = feats.compute(good[start : start + held], hw)
-            m[ri, ri] = 0.0
+            _diagonal(engine, m, ri, fi, step)
             _fill(engine, m, ri, fi, ri, fi, True, step)
             rest = good[start + held : start + held + streamed]
             for s in range(0, len(rest), max(1, plan.stream)):
