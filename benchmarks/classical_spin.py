@@ -43,7 +43,7 @@ def _engines(bundle: Path, spin: bool) -> list[Engine]:
             kw["spin"] = True
         return make(path, device, threads, **kw)
 
-    engine_module.make_session = make_session  # type: ignore[assignment]
+    engine_module.make_session = make_session
     try:
         engines = [Engine(m, device="cpu") for m in (str(bundle), "ssim", "psnr")]
         x = np.zeros((1, 64, 64, 3), np.uint8)
@@ -61,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     env = bench.environment()
     bundle, _ = bench.prepare_bundle("lpips-alex", bench.default_cache_dir())
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dps-fast-spin-") as tmp:
         for w, h in ((256, 256), (1024, 768)):
             da, db = make_folders(Path(tmp) / f"jpeg-{w}x{h}", w, h, 48)
