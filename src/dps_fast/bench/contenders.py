@@ -52,11 +52,13 @@ def default_cache_dir() -> Path:
 
 
 def prepare_bundle(
-    model: str, cache_dir: Path, seed: int = 0, *, int8: bool = False
+    model: str, cache_dir: Path, seed: int = 0, *, int8: bool = False, lean: bool = False
 ) -> tuple[Path, Path]:
     """(bundle folder, weights file) for ``model`` on seeded random trunk weights; made once.
 
-    ``int8`` adds the quantized ``@int8`` graph variants (``dps-fast export --int8``).
+    ``int8`` adds the quantized ``@int8`` graph variants (``dps-fast export --int8``); ``lean``
+    makes only the float-input trunk, head and pair graphs (what the suite times; about half
+    the export time).
     """
     from ..bundle import MANIFEST, read_bundle
     from ..registry import get_model
@@ -65,13 +67,14 @@ def prepare_bundle(
     weights = cache_dir / "weights" / f"{spec.arch}-seed{seed}.pth"
     if not weights.is_file():
         make_random_weights(spec.arch, weights, seed)
-    out = cache_dir / "bundles" / f"{model}-seed{seed}{'-int8' if int8 else ''}"
+    tag = ("-int8" if int8 else "") + ("-lean" if lean else "")
+    out = cache_dir / "bundles" / f"{model}-seed{seed}{tag}"
     ready = (out / MANIFEST).is_file() and (not int8 or read_bundle(out).has_graph("pair@int8"))
     if not ready:
         from ..export import export_model
 
         log.info("exporting %s (random trunk, seed %d) to %s", model, seed, out)
-        export_model(spec, weights=weights, out=out, force=True, int8=int8)
+        export_model(spec, weights=weights, out=out, force=True, int8=int8, lean=lean)
     return out, weights
 
 

@@ -68,7 +68,25 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
     out = [line(_COLUMNS), "-" * (sum(widths) + len(widths) - 1)]
     out += [line(b) for b in body]
-    return "\n".join(out)
+    note = load_note(rows)
+    return "\n".join(out + ([note] if note else []))
+
+
+# Other processes using more cores than this during a round make its ratios noisy.
+NOISY_CORES = 0.3
+
+
+def load_note(rows: Sequence[dict[str, Any]]) -> str:
+    """A line under the table when other processes were busy during the rounds (``fgn``)."""
+    seen = [r["foreign_cores_round_max"] for r in rows
+            if r.get("foreign_cores_round_max") is not None]  # fmt: skip
+    if not seen or max(seen) <= NOISY_CORES:
+        return ""
+    return (
+        f"note: other processes used up to {max(seen):.2f} cores during these rounds (fgn): "
+        "the times and ratios are noisy; for figures to quote, run without --quick on a quiet "
+        "machine"
+    )
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

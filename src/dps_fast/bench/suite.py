@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,12 @@ DEFAULT_CASES: tuple[tuple[int, int, int], ...] = ((64, 64, 32), (256, 256, 8), 
 CASE_BUDGET_S = 180.0
 # Trunks built on VGG16 (slow at large sizes: quick runs skip them above 256²).
 _VGG_FAMILY = ("lpips-vgg", "dists")
+# Quick mode waits at most this long for a quiet machine before a call (a full run: 30 s), and
+# never runs a round again: on a busy machine the full run's waits took 15 minutes. Noisy
+# rounds stay in, with the foreign load measured during them in the rows.
+QUICK_MAX_WAIT_S = 0.4
+# Quick mode's ceiling: 2048² products (a 4096² one takes seconds on 2 cores), measured once.
+QUICK_CEILING_N = 2048
 
 
 def check_requirements(models: Sequence[str] = DEFAULT_MODELS) -> None:
@@ -130,6 +137,7 @@ def run_engine_suite(
     ceiling: float | None = None,
     seed: int = 0,
     quiet: float | None = 0.3,
+    max_wait_s: float | None = None,
     local_ceiling: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -142,9 +150,11 @@ def run_engine_suite(
     ``case_budget_s`` runs 3 rounds (``rounds_reduced`` in its rows). Returns one row per
     contender and case (see :func:`summarize`); the ceiling (measured first unless given) is in
     every row. ``quiet`` (cores; None: off): on a shared machine, wait for other processes to
-    go quiet before each call and run a round again when they used more than that during it
-    (:func:`interleaved`); the rows keep the foreign load seen per call. ``local_ceiling``: a
-    4096² matrix product runs in every round too, and the best of them is each case's own
+    go quiet before each call (at most ``max_wait_s``: 30 s, quick 0.4 s) and, in a full run, run
+    a round again when they used more than that during it (:func:`interleaved`); the rows keep
+    the foreign load seen per call. ``quick`` measures the ceiling on 2048² products
+    and exports lean bundles (the float graphs the engine runs here). ``local_ceiling``: a 4096²
+    matrix product runs in every round too, and the best of them is each case's own
     ceiling (``local_ceiling_gflops``, ``local_ceiling_frac``): on a virtual machine whose
     speed drifts, that is the fairer yardstick. ``progress`` receives one line per step
     (ceiling, export, each round of each case).
@@ -156,7 +166,12 @@ def run_engine_suite(
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     n_rounds = rounds if rounds is not None else (QUICK_ROUNDS if quick else 7)
+    wait_s = max_wait_s if max_wait_s is not None else (QUICK_MAX_WAIT_S if quick else 30.0)
+    ceiling_kw: dict[str, Any] = {"quiet": quiet, "max_wait_s": wait_s}
+    if quick:
+        ceiling_kw.update(n=QUICK_CEILING_N, repeats=3)
     torch.set_num_threads(os.cpu_count() or 1)
+    t_start = time.perf_counter()
 
     def say(msg: str) -> None:
         log.info("%s", msg)
@@ -166,7 +181,7 @@ def run_engine_suite(
     measured = ceiling is None
     if ceiling is None:
         say("measuring the fp32 matrix-multiply ceiling …")
-        ceiling = measure_ceiling(quiet=quiet)
+        ceiling = measure_ceiling(**ceiling_kw)
         log.info("fp32 matmul ceiling (start): %.1f GFLOP/s", ceiling)
     raw: list[Any] = []
     prepared: dict[str, tuple[Path, Path]] = {}
@@ -174,7 +189,9 @@ def run_engine_suite(
     for i, (model, (h, w, n)) in enumerate(plan, 1):
         if model not in prepared:
             say(f"exporting {model} (random trunk weights) into {cache} …")
-            prepared[model] = prepare_bundle(model, cache, seed)
+            t0 = time.perf_counter()
+            prepared[model] = prepare_bundle(model, cache, seed, lean=quick)
+            say(f"exported {model} in {time.perf_counter() - t0:.0f} s")
         bundle, weights = prepared[model]
         label = f"[{i}/{len(plan)}] {model} {h}×{w} ×{n}"
         say(f"{label}: warm-up")
@@ -193,7 +210,8 @@ def run_engine_suite(
             min_rounds=min(QUICK_ROUNDS, n_rounds),
             foreign=loads,
             quiet=quiet,
-            retries=n_rounds if quiet is not None else 0,
+            max_wait_s=wait_s,
+            retries=n_rounds if quiet is not None and not quick else 0,
             on_round=functools.partial(_round_done, say, label),
         )
         del contenders
@@ -202,12 +220,13 @@ def run_engine_suite(
         # Best of the ceilings measured before and after: the machine's clock and neighbours
         # move during a long run; the best is the honest upper bound.
         say("measuring the ceiling again …")
-        end = measure_ceiling(quiet=quiet)
+        end = measure_ceiling(**ceiling_kw)
         log.info("fp32 matmul ceiling (end): %.1f GFLOP/s", end)
         ceiling = max(ceiling, end)
     rows: list[dict[str, Any]] = []
     for model, case, times, loads, gfl in raw:
         rows += summarize(model, case, times, gfl, ceiling, planned_rounds=n_rounds, foreign=loads)
+    say(f"done in {time.perf_counter() - t_start:.0f} s")
     return rows
 
 

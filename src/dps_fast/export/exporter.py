@@ -195,6 +195,8 @@ class _Exported:
 
 
 Feeds = dict[str, list[dict[str, np.ndarray]]]
+# The graphs a lean export makes (float input only): what every bundle must have.
+LEAN_BASES = ("trunk", "head", "pair")
 
 
 def export_model(
@@ -205,6 +207,7 @@ def export_model(
     force: bool = False,
     fp16: bool = False,
     int8: bool = False,
+    lean: bool = False,
 ) -> Path:
     """Export ``model`` to a bundle and return its folder.
 
@@ -213,7 +216,9 @@ def export_model(
     None puts it in the cache under the weights key. ``fp16`` adds ``@fp16`` variants (trunk
     in float16, heads in float32) validated against the float32 PyTorch modules. ``int8``
     adds ``@int8`` variants (the trunk part statically quantized, QDQ; heads in float32) for the
-    CPU, validated the same way with the int8 tolerances.
+    CPU, validated the same way with the int8 tolerances. ``lean``: only the float-input
+    ``trunk``, ``head`` and ``pair`` graphs (no uint8 or spatial ones), about half the export's
+    time; what the benchmark's quick mode times, and enough for float arrays.
     Raises OutputValidationError listing every graph output that disagrees with PyTorch
     beyond tolerance.
 
@@ -227,6 +232,8 @@ def export_model(
     spec = trunk.spec
     head_w, head_src = _head_weights(spec)
     specs = _graph_specs(trunk, head_w, fp16=fp16)
+    if lean:
+        specs = [s for s in specs if parse_role(s.role)[0] in LEAN_BASES and not s.uint8]
     with owned_tempdir(EXPORT_TMP_PREFIX) as tmp:
         feeds = _validation_feeds(trunk)
         done = _export_and_validate(specs, feeds, tmp)
