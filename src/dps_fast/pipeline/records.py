@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Engine
+from ..io.summary import score_stats
 from .items import PairItem, Record
 
 
@@ -43,26 +44,6 @@ class RunStats:
                 for m, s in self.model_scores.items()
             }
         return out
-
-
-def score_stats(scores: list[float]) -> dict[str, Any]:
-    """mean, std, median, min, max of scores (mean and std over the finite ones)."""
-    s = np.asarray(scores, np.float64)
-    out: dict[str, Any] = {}
-    if s.size:
-        # PSNR of identical images is inf: mean and std are over the finite scores, and
-        # how many were infinite is said.
-        fin = s[np.isfinite(s)]
-        out.update(
-            mean=float(fin.mean()) if fin.size else float("nan"),
-            std=float(fin.std()) if fin.size else float("nan"),
-            median=float(np.median(s)),
-            min=float(s.min()),
-            max=float(s.max()),
-        )
-        if fin.size < s.size:
-            out["infinite"] = int(s.size - fin.size)
-    return out
 
 
 def checked_score(engine: Engine, per_tap: np.ndarray) -> tuple[float | None, str]:
