@@ -1,6 +1,6 @@
 """``dps-fast evaluate`` against ``dps-fast score-pairs`` on the same pairs (issue 16).
 
-    python benchmarks/evaluate_check.py [--refs 25] [--per-ref 120] [--rounds 2] [--name NAME]
+    python benchmarks/evaluate_check.py [--refs 25] [--per-ref 120] [--rounds 3] [--name NAME]
 
 A TID2013-shaped replica (``--refs`` references × ``--per-ref`` distorted BMPs of 512×384,
 ``mos_with_names.txt``, ``mos_std.txt``) is scored with lpips-alex (a bundle of seeded random
@@ -12,14 +12,19 @@ trunk weights; speed does not depend on the values) by two whole processes, star
   1000 BCa resamples, per-type rows).
 
 Contenders alternate (A B A B …) after no warm-up beyond the first export; medians and the
-ratio are printed and written to ``benchmarks/results/NAME.md``. The machine is shared: compare
-the ratio, not the absolute rates.
+ratio are printed and written to ``benchmarks/results/NAME.md`` and ``NAME.json``. Where the
+extra time goes is read from each command's own meta: seconds spent scoring (``last_run.seconds``
+of the score-pairs file, ``seconds_scoring`` of evaluate), in the command after scoring
+(evaluate's statistics and outputs: ``seconds`` − ``seconds_scoring``), and outside both
+(process start-up, imports, engine, reading the pairs). The machine is shared: compare the
+ratio, not the absolute rates.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shutil
 import statistics
@@ -74,11 +79,20 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def split(kind: str, work: Path) -> tuple[float, float]:
+    """(seconds scoring, seconds in the command after scoring) from the command's meta."""
+    if kind == "score-pairs":
+        last = json.loads((work / "s.csv.meta.json").read_text())["last_run"]
+        return float(last["seconds"]), 0.0
+    meta = json.loads((work / "e" / "meta.json").read_text())
+    return float(meta["seconds_scoring"]), float(meta["seconds"]) - float(meta["seconds_scoring"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--refs", type=int, default=25)
     ap.add_argument("--per-ref", type=int, default=120)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--name", default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dps-fast-evalbench-"))
@@ -100,14 +114,24 @@ def main() -> None:
             "evaluate": [*exe, "evaluate", f"tid2013={root}", *common, "--out", str(work / "e")],
         }
         times: dict[str, list[float]] = {k: [] for k in runs}
+        parts: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+        loads: list[float] = []
         for _ in range(args.rounds):
             for k, cmd in runs.items():
                 shutil.rmtree(work / "e", ignore_errors=True)
                 times[k].append(timed(cmd))
-                print(f"{k}: {times[k][-1]:.1f} s", flush=True)
+                parts[k].append(split(k, work))
+                loads.append(os.getloadavg()[0])
+                print(f"{k}: {times[k][-1]:.1f} s (scoring {parts[k][-1][0]:.1f} s)", flush=True)
         n = args.refs * args.per_ref
         med = {k: statistics.median(v) for k, v in times.items()}
         ratio = med["evaluate"] / med["score-pairs"]
+        ratios = [e / s for e, s in zip(times["evaluate"], times["score-pairs"], strict=True)]
+        med_score = {k: statistics.median(p[0] for p in v) for k, v in parts.items()}
+        med_after = statistics.median(p[1] for p in parts["evaluate"])
+        outside = {k: statistics.median(t - a - b for t, (a, b) in zip(times[k], parts[k],
+                                                                      strict=True))
+                   for k in runs}  # fmt: skip
         cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
         cpu = next(
             (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?"
@@ -116,8 +140,9 @@ def main() -> None:
         lines = [
             f"# evaluate vs score-pairs, {time.strftime('%Y-%m-%d')}",
             "",
-            f"Machine: {os.cpu_count()} vCPUs, {cpu}; **shared with other jobs** (load average "
-            f"at the end {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}): compare the ratio only.",
+            f"Machine: {os.cpu_count()} vCPUs, {cpu}; **shared with other jobs** (1-minute load "
+            f"average after each run {min(loads):.1f}–{max(loads):.1f}; at the end {load[0]:.1f}, "
+            f"{load[1]:.1f}, {load[2]:.1f}): compare the ratio only.",
             f"Replica: TID2013-shaped, {args.refs} references × {args.per_ref} distorted, "
             f"{W}×{H} BMP, {n} pairs; lpips-alex (seeded random trunk), fp32, CPU; whole "
             f"processes, start-up included; {args.rounds} interleaved rounds, medians.",
@@ -129,13 +154,48 @@ def main() -> None:
                 for k, v in times.items()
             ),
             "",
-            f"evaluate / score-pairs = **{ratio:.3f}×** (the statistics: 1000 BCa resamples, "
-            "logistic fits, per-type rows, are included in evaluate's time).",
+            f"evaluate / score-pairs = **{ratio:.3f}×** (ratio of the medians; per round "
+            f"{', '.join(f'{r:.3f}' for r in ratios)}). The statistics (1000 BCa resamples, "
+            "logistic fits, per-type rows) are included in evaluate's time.",
+            "",
+            "Where the time goes (medians, seconds):",
+            "",
+            "| contender | scoring | in the command after scoring | outside (start-up, "
+            "imports, engine, reading pairs) |",
+            "|---|---|---|---|",
+            f"| `score-pairs` | {med_score['score-pairs']:.1f} | – | "
+            f"{outside['score-pairs']:.1f} |",
+            f"| `evaluate` | {med_score['evaluate']:.1f} | {med_after:.1f} | "
+            f"{outside['evaluate']:.1f} |",
         ]
         text = "\n".join(lines) + "\n"
         print(text)
         if args.name:
             (HERE / "results" / f"{args.name}.md").write_text(text)
+            record = {
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "cpu": cpu,
+                    "shared": True,
+                    "load_after_each_run": loads,
+                },
+                "replica": {
+                    "refs": args.refs,
+                    "per_ref": args.per_ref,
+                    "pairs": n,
+                    "size": [W, H],
+                },
+                "model": "lpips-alex (seeded random trunk), fp32, CPU",
+                "rounds": args.rounds,
+                "seconds": times,
+                "seconds_scoring": {k: [p[0] for p in v] for k, v in parts.items()},
+                "seconds_after_scoring": [p[1] for p in parts["evaluate"]],
+                "median": med,
+                "ratio": ratio,
+                "ratio_per_round": ratios,
+            }
+            (HERE / "results" / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
