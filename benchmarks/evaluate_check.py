@@ -132,6 +132,8 @@ def main() -> None:
         outside = {k: statistics.median(t - a - b for t, (a, b) in zip(times[k], parts[k],
                                                                       strict=True))
                    for k in runs}  # fmt: skip
+        own = med_after + outside["evaluate"] - outside["score-pairs"]
+        own_ratio = 1 + own / med["score-pairs"]
         cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
         cpu = next(
             (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?"
@@ -167,6 +169,11 @@ def main() -> None:
             f"{outside['score-pairs']:.1f} |",
             f"| `evaluate` | {med_score['evaluate']:.1f} | {med_after:.1f} | "
             f"{outside['evaluate']:.1f} |",
+            "",
+            f"evaluate's own work (after scoring, and start-up beyond score-pairs') is "
+            f"{own:.1f} s, **{own_ratio:.3f}×** score-pairs' median time: the ratio the two "
+            "would have with the scoring, which is the same code on the same pairs, at one "
+            "speed (the whole-process ratio above also carries the load's swings).",
         ]
         text = "\n".join(lines) + "\n"
         print(text)
@@ -194,6 +201,8 @@ def main() -> None:
                 "median": med,
                 "ratio": ratio,
                 "ratio_per_round": ratios,
+                "own_work_seconds": own,
+                "own_work_ratio": own_ratio,
             }
             (HERE / "results" / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
     finally:
