@@ -37,10 +37,7 @@ Progress = Callable[[int, int], None]
 
 def lower_is_better(engine: Engine) -> bool:
     """Whether the model's score is a distance (bundles without the key are distances)."""
-    v = getattr(engine, "lower_is_better", None)
-    if isinstance(v, bool):
-        return v
-    return engine.bundle.manifest.lower_is_better
+    return engine.lower_is_better
 
 
 def safe_name(name: str) -> str:
