@@ -83,6 +83,31 @@ def test_shared_image_decoded_once_per_run(tmp_path, engines) -> None:
     assert per_window.decodes[ref] == 4
 
 
+def test_feature_reuse_matches_pair_scores_and_caches_copies(tmp_path, engines) -> None:
+    """Per-tap distances through the feature-reuse path equal the pair graph's, the first batch
+    (reference computed with it) and the next (reference from the cache) alike; the cache
+    holds the reference's own features, not views that keep a whole batch alive."""
+    from collections import Counter
+    from pathlib import Path
+
+    from dps_fast.pipeline import FeatureCache
+    from dps_fast.pipeline.features import per_tap_reusing_features
+
+    eng = engines("lpips-squeeze")
+    _, _, u8a, u8b = _folders(tmp_path)
+    ref = Path("ref.png")
+    pairs = [((Path(f"d{i}.png"), u8b[i]), (ref, u8a[0])) for i in range(5)]
+    uses: Counter[Path | None] = Counter({ref: 10, **{Path(f"d{i}.png"): 1 for i in range(5)}})
+    cache = FeatureCache(1 << 30)
+    want = eng.score(u8b, np.repeat(u8a[:1], 5, axis=0), per_layer=True)
+    first = per_tap_reusing_features(0, eng, pairs, cache, uses)
+    kept = cache.get((0, ref, u8a[0].shape))
+    assert kept is not None and all(f.base is None for f in kept)
+    again = per_tap_reusing_features(0, eng, pairs[::-1], cache, uses)
+    np.testing.assert_allclose(first, want, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(again, want[::-1], rtol=0, atol=1e-6)
+
+
 def test_distance_matrix(tmp_path, engines) -> None:
     eng = engines("lpips-squeeze")
     da, _, u8a, _ = _folders(tmp_path, n=4)

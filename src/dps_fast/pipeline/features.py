@@ -50,7 +50,11 @@ def per_tap_reusing_features(
     uses: Counter[Path | None],
 ) -> np.ndarray:
     """Engine ``k``'s per-tap distances of ``pairs`` ((file, array) on each side), each
-    distinct image's trunk run once per batch, and once per run for shared files."""
+    distinct image's trunk run once per batch, and once per run for shared files.
+
+    A side that is one image for every pair is passed as a broadcast view, and a side whose
+    images are in order in this batch's trunk output as a slice of it: no per-pair copies.
+    """
     keys: list[Any] = []
     arrays: list[np.ndarray] = []
     index: dict[Any, int] = {}
@@ -67,15 +71,29 @@ def per_tap_reusing_features(
         pairs_idx.append(ij)
     out: list[list[np.ndarray] | None] = [cache.get((k, *key)) for key in keys]
     todo = [i for i, f in enumerate(out) if f is None]
+    row: dict[int, int] = {}  # key index → its row in this batch's trunk output
+    feats: list[np.ndarray] = []
     if todo:
         feats = engine.features(np.stack([arrays[i] for i in todo]))
         for j, i in enumerate(todo):
-            f = [t[j : j + 1] for t in feats]
-            out[i] = f
+            out[i] = [t[j : j + 1] for t in feats]
+            row[i] = j
             if uses[keys[i][0]] > 1:
-                cache.put((k, *keys[i]), f)
+                # A copy: a view would keep the whole batch's features alive in the cache.
+                cache.put((k, *keys[i]), [t[j : j + 1].copy() for t in feats])
     got = [f for f in out if f is not None]
     n_taps = len(engine.tap_names)
-    fa = [np.concatenate([got[i][t] for i, _ in pairs_idx]) for t in range(n_taps)]
-    fb = [np.concatenate([got[j][t] for _, j in pairs_idx]) for t in range(n_taps)]
+
+    def side(idx: list[int]) -> list[np.ndarray]:
+        """One side's features for the batch, copied only when they must be gathered."""
+        n, first = len(idx), idx[0]
+        if all(i == first for i in idx):  # one image for every pair (a shared reference)
+            return [np.broadcast_to(f, (n, *f.shape[1:])) for f in got[first]]
+        rows = [row.get(i, -1) for i in idx]
+        if rows == list(range(rows[0], rows[0] + n)) and rows[0] >= 0:  # in order in the batch
+            return [t[rows[0] : rows[0] + n] for t in feats]
+        return [np.concatenate([got[i][t] for i in idx]) for t in range(n_taps)]
+
+    fa = side([i for i, _ in pairs_idx])
+    fb = side([j for _, j in pairs_idx])
     return engine.per_tap_from_features(fa, fb)
