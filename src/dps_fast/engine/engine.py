@@ -272,6 +272,8 @@ class Engine:
             self._run("trunk", {"image": batch[i : i + step]})
             for i in range(0, batch.shape[0], step)
         ]
+        if len(parts) == 1:  # one batch: ONNX Runtime's own arrays, no copy
+            return parts[0]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
     def distance(
