@@ -246,9 +246,9 @@ class PairScorer:
         shared = any(self._uses[p] > 1 for it in items for p in (it.pair.a_path, it.pair.b_path))
         if self.spatial_dir is not None or eng.device == "cuda" or not shared:
             # The pair graph (both trunks and the head in one run) is the fastest way when no
-            # image is reused: measured 1.7× the trunk + head graphs at 64² on the CPU. On a GPU
-            # it also keeps features on the device, where host round trips cost more than
-            # recomputing a reused image's trunk. Heatmaps need it too (pair_spatial).
+            # image is reused (figures: benchmarks/results/engine-defaults.md). On a GPU it also
+            # keeps features on the device, where host round trips cost more than recomputing a
+            # reused image's trunk. Heatmaps need it too (pair_spatial).
             a = np.stack([it.a for it in items if it.a is not None])
             b = np.stack([it.b for it in items if it.b is not None])
             self._score_batch(k, items, a, b)
