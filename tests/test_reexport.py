@@ -209,3 +209,167 @@ def test_missing_precision_through_the_cli_keeps_the_weights(
     assert engine.bundle.has_graph("pair@fp16")  # the variant it had is kept
     res = _cli("score", a, b, "-m", MODEL, "--precision", "int8")
     assert res.exit_code == 0
+
+
+# -- an alias whose bundle is gone ---------------------------------------------------------------
+
+
+def test_gone_alias_command_from_the_alias_table(tmp_path: Path, home: Path) -> None:
+    """An alias recorded before it kept its weights path: the hash cache says which file."""
+    from dps_fast.hub import alias_gone_message
+
+    w = tmp_path / "my w.pth"
+    w.write_bytes(b"weights")
+    key = weights_key(weights_sha256(w))
+    table = {
+        "mine": {"model": "lpips-alex", "key": key},
+        "tv": {"model": "lpips-alex", "key": weights_key(None)},
+        "lost": {"model": "lpips-alex", "key": "sha256-0123456789abcdef"},
+    }
+    home.mkdir(exist_ok=True)
+    (home / "aliases.json").write_text(json.dumps(table), encoding="utf-8")
+    assert _suggested(alias_gone_message("mine") or "") == shlex.split(
+        f"dps-fast export lpips-alex --weights '{w}' --alias mine"
+    )
+    assert _suggested(alias_gone_message("tv") or "")[2:] == ["lpips-alex", "--alias", "tv"]
+    lost = alias_gone_message("lost") or ""
+    assert "no weights file with its key (sha256-0123456789abcdef) is known" in lost
+    assert alias_gone_message("lpips-alex") is None  # not an alias
+
+
+@pytest.mark.slow  # runs the printed command: a real export
+def test_info_of_a_gone_alias_makes_it_again(
+    tmp_path: Path, home: Path, spaced_weights: Path
+) -> None:
+    """Issue 15 item 4: `info ALIAS` with its bundle gone suggested `export <model>` without the
+    alias's weights or --alias; running it made another bundle and left the alias broken."""
+    res = _cli("export", MODEL, "--weights", spaced_weights, "--alias", "my-sq")
+    cached = Path(res.stdout.strip())
+    shutil.rmtree(cached)
+    res = _cli("info", "my-sq", code=2)
+    args = _suggested(res.stderr)
+    assert args[args.index("--weights") + 1] == str(spaced_weights)
+    assert args[args.index("--alias") + 1] == "my-sq" and "--out" not in args
+    a, b = tmp_path / "A", tmp_path / "B"
+    im.save_array(im.textured(64, 64, 1), a / "0.png")
+    im.save_array(im.textured(64, 64, 2), b / "0.png")
+    assert _suggested(_cli("score", a, b, "-m", "my-sq", code=2).stderr) == args
+    assert _run(args) == cached
+    assert f"bundle     {cached}" in _cli("info", "my-sq").stdout
+    assert read_bundle(cached).manifest.weights.sha256 == sha256_file(spaced_weights)  # type: ignore[union-attr]
+
+
+# -- classical measures: shipped in the package, never exported -----------------------------------
+
+
+@pytest.fixture()
+def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the package's classical bundles, standing in for the package's own folder."""
+    import dps_fast.classical.graphs as graphs
+    import dps_fast.classical.measures as measures
+
+    pkg = tmp_path / "site-packages" / "dps_fast" / "classical" / "bundles"
+    shutil.copytree(measures.BUNDLES, pkg)
+    monkeypatch.setattr(measures, "BUNDLES", pkg)
+    monkeypatch.setattr(graphs, "BUNDLES", pkg)
+    return pkg
+
+
+def test_damaged_classical_bundle_says_reinstall(
+    shipped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dps_fast.reexport import reinstall_hint
+
+    ssim = shipped / "ssim"
+    text = (ssim / MANIFEST).read_text(encoding="utf-8")
+    (ssim / MANIFEST).write_text(text.replace('"reduce": "sum"', '"reduce": "mean"'))
+    with pytest.raises(BundleError) as e:
+        read_bundle(ssim)
+    msg = str(e.value)
+    assert "dps-fast export" not in msg and "re-export" not in msg, msg
+    assert "shipped inside dps-fast" in msg and "damaged" in msg and reinstall_hint() in msg
+    im.save_array(im.textured(32, 32, 1), tmp_path / "A" / "0.png")
+    im.save_array(im.textured(32, 32, 2), tmp_path / "B" / "0.png")
+    res = _cli("score", tmp_path / "A", tmp_path / "B", "-m", "ssim", code=2)  # the CLI too
+    assert reinstall_hint() in " ".join(res.stderr.split()) and "dps-fast export" not in res.stderr
+    # A graph byte flipped (found when the engine first uses it), a manifest deleted.
+    (ssim / MANIFEST).write_text(text)
+    pair = ssim / "pair.onnx"
+    raw = bytearray(pair.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    pair.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match="corrupt") as e:
+        read_bundle(ssim)
+    assert "damaged" in str(e.value) and "dps-fast export" not in str(e.value)
+    (shipped / "psnr" / MANIFEST).unlink()
+    with pytest.raises(BundleError, match="missing") as e:
+        read_bundle(shipped / "psnr")
+    assert reinstall_hint() in str(e.value) and "dps-fast export" not in str(e.value)
+    # In this editable install the files are the clone's: regenerate them, as printed.
+    assert "`python -m dps_fast.classical.graphs`" in reinstall_hint()
+    import dps_fast.classical.graphs as graphs
+
+    graphs.main([])  # `python -m dps_fast.classical.graphs`, in-process
+    assert read_bundle(ssim).manifest.reduce == "sum" and read_bundle(shipped / "psnr")
+    # A damaged copy elsewhere: use the shipped one.
+    copy = tmp_path / "my ssim"
+    shutil.copytree(ssim, copy)
+    (copy / "head.npz").write_bytes(b"")
+    with pytest.raises(BundleError) as e:
+        read_bundle(copy)
+    assert "copy of the classical measure ssim" in str(e.value) and "`-m ssim`" in str(e.value)
+    assert "dps-fast export" not in str(e.value)
+
+
+def test_reinstall_command_follows_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from dps_fast import __version__
+    from dps_fast.reexport import reinstall_hint
+
+    class Dist:
+        def __init__(self, text: str | None) -> None:
+            self.text = text
+
+        def read_text(self, name: str) -> str | None:
+            return self.text if name == "direct_url.json" else None
+
+    def installed(direct: dict[str, Any] | None) -> str:
+        d = Dist(None if direct is None else json.dumps(direct))
+        monkeypatch.setattr(importlib.metadata, "distribution", lambda name: d)
+        return reinstall_hint()
+
+    clone = {"url": "file:///home/me/dps%20fast", "dir_info": {}}
+    assert installed(clone) == (
+        "reinstall dps-fast: `pip install --force-reinstall --no-deps '/home/me/dps fast'`"
+    )
+    assert installed(None) == (
+        f"reinstall dps-fast: `pip install --force-reinstall --no-deps dps-fast=={__version__}`"
+    )
+    editable = installed({**clone, "dir_info": {"editable": True}})
+    assert "/home/me/dps fast" in editable and "python -m dps_fast.classical.graphs" in editable
+
+
+# -- a non-finite score --------------------------------------------------------------------------
+
+
+def test_non_finite_score_says_what_fixes_it(engines: Any) -> None:
+    """A NaN score is not fixed by a re-export (the bundle's hashes were checked: the same
+    weights give the same graphs); the row says what is."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from dps_fast.pipeline.records import checked_score, non_finite_fix
+
+    deep = engines(MODEL)
+    nan = np.full(len(deep.tap_names), np.nan, np.float32)
+    score, err = checked_score(deep, nan)
+    w = deep.bundle.manifest.weights
+    assert score is None and err.startswith("the model gave a non-finite score (nan): ")
+    assert "re-export the model" not in err and f"({w.name}, sha256 {w.sha256[:16]}…)" in err
+    psnr = Engine("psnr")
+    score, err = checked_score(psnr, np.array([np.nan], np.float32))
+    assert score is None and "dps-fast bug" in err
+    half = SimpleNamespace(precision="fp16", bundle=deep.bundle)
+    assert "--precision fp32" in non_finite_fix(half)  # type: ignore[arg-type]

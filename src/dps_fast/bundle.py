@@ -24,7 +24,7 @@ from ._tempdirs import owned_tempdir
 from .errors import BundleError, BundleNotFoundError
 from .hashing import sha256_file
 from .manifest import FORMAT_VERSION, FileEntry, Manifest, TapInfo, check_file_name, parse_role
-from .reexport import as_hint, make_command, reexport_command
+from .reexport import as_hint, make_command, repair_hint, shipped_measure
 
 MANIFEST = "manifest.json"
 HEAD_NPZ = "head.npz"
@@ -92,10 +92,11 @@ class Bundle:
     def has_graph(self, role: str) -> bool:
         return role in self.manifest.graphs
 
-    def reexport_hint(self, precision: str | None = None) -> str:
-        """The complete export command (in backticks) that makes this bundle again, with
-        ``precision``'s variants added: what error messages tell the user to run."""
-        return as_hint(reexport_command(self.path, self.manifest.to_dict(), precision=precision))
+    def reexport_hint(self, precision: str | None = None, lead: str = "re-export it") -> str:
+        """What error messages tell the user to do: ``"<lead>: `dps-fast export …`"`` with the
+        complete command that makes this bundle again (``precision``'s variants added), or for
+        a classical measure's bundle, what fixes it instead (see :func:`repair_hint`)."""
+        return repair_hint(self.path, self.manifest.to_dict(), precision=precision, lead=lead)
 
     def graph_path(self, role: str) -> Path:
         graphs = self.manifest.graphs
@@ -106,7 +107,7 @@ class Bundle:
                 precision = "fp32"
             raise BundleError(
                 f"bundle {self.path} has no {role!r} graph (it has: {', '.join(graphs)}); "
-                f"re-export it with that variant: {self.reexport_hint(precision)}"
+                f"{self.reexport_hint(precision, 're-export it with that variant')}"
             )
         return _inside(self.path, graphs[role].file)
 
@@ -194,7 +195,7 @@ def _check_sha(root: Path, f: Path, want: str, hint: Callable[[], str]) -> None:
     if sha != want:
         raise BundleError(
             f"bundle {root}: {f.name} is corrupt (sha256 {sha[:16]}…, manifest says "
-            f"{want[:16]}…); re-export it: {hint()}"
+            f"{want[:16]}…); {hint()}"
         )
 
 
@@ -240,6 +241,8 @@ def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> B
     p = Path(path)
     mpath = p / MANIFEST
     if not mpath.is_file():
+        if shipped_measure(p) is not None:  # the package's own classical bundle: no export
+            raise BundleNotFoundError(f"no bundle at {p} ({MANIFEST} missing); {repair_hint(p)}")
         cmd = make_command(p)
         other = " (or the model you want: `dps-fast models`)" if "--out" in cmd else ""
         raise BundleNotFoundError(
@@ -253,33 +256,30 @@ def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> B
     except (OSError, ValueError, RecursionError) as e:
         why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
         raise BundleError(
-            f"bundle manifest {mpath} is unreadable ({why}); re-export it: "
-            f"{as_hint(reexport_command(p))}"
+            f"bundle manifest {mpath} is unreadable ({why}); {repair_hint(p)}"
         ) from None
 
     def hint() -> str:
-        return as_hint(reexport_command(p, raw if isinstance(raw, dict) else None))
+        return repair_hint(p, raw if isinstance(raw, dict) else None)
 
     if isinstance(raw, dict) and is_stale(raw):
         raise BundleError(
             f"bundle {p} was exported before the {raw.get('head')} head's accuracy fix "
             f"(head numerics {raw.get('head_numerics', 1)}, this dps-fast needs "
             f"{MIN_HEAD_NUMERICS.get(str(raw.get('head')), 1)}): its scores can be far off on "
-            f"large images; re-export it: {hint()}"
+            f"large images; {hint()}"
         )
     try:
         manifest = Manifest.from_dict(raw)
     except BundleError as e:
-        raise BundleError(f"bundle {p}: {e}; re-export it: {hint()}") from None
+        raise BundleError(f"bundle {p}: {e}; {hint()}") from None
     entries = [(role, g.file, g.sha256) for role, g in manifest.graphs.items()]
     entries.append(("head weights", manifest.head_file.file, manifest.head_file.sha256))
     verified: set[str] = set()
     for role, name, sha in entries:
         f = _inside(p, name)
         if not f.is_file():
-            raise BundleError(
-                f"bundle {p} is incomplete: {role} file {name} is missing; re-export it: {hint()}"
-            )
+            raise BundleError(f"bundle {p} is incomplete: {role} file {name} is missing; {hint()}")
         if verify is True or (verify == "lazy" and role == "head weights"):
             _check_sha(p, f, sha, hint)
             verified.add(role)
@@ -287,7 +287,5 @@ def read_bundle(path: str | os.PathLike[str], *, verify: bool | str = True) -> B
         with np.load(_inside(p, manifest.head_file.file), allow_pickle=False) as z:
             head = {k: np.ascontiguousarray(z[k], dtype=np.float32) for k in z.files}
     except (OSError, ValueError) as e:
-        raise BundleError(
-            f"bundle {p}: head weights unreadable ({e}); re-export it: {hint()}"
-        ) from None
+        raise BundleError(f"bundle {p}: head weights unreadable ({e}); {hint()}") from None
     return Bundle(path=p, manifest=manifest, head_weights=head, verified=verified)

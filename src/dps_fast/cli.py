@@ -852,13 +852,16 @@ def info(
     from .bundle import read_bundle
     from .cache import cached_bundles
     from .errors import DpsFastError
-    from .hub import cached_bundle_path, export_command
+    from .hub import alias_gone_message, cached_bundle_path, export_command
 
     p = Path(bundle)
     try:
         # A registry name is looked up in the cache; a path is read as it is.
         is_path = p.exists() or "/" in bundle or os.sep in bundle
         if not (p / "manifest.json").is_file() and not is_path:
+            gone = alias_gone_message(bundle) if weights is None else None
+            if gone is not None:
+                _fail(gone)
             p = cached_bundle_path(bundle, weights)
             if not (p / "manifest.json").is_file():
                 others = cached_bundles().get(p.parent.name, [])

@@ -20,8 +20,8 @@ from .cache import aliases_file, bundle_dir, default_file, hash_cache_file, weig
 from .engine import Engine, set_bundle_resolver
 from .errors import BundleNotFoundError, WeightsNotFoundError
 from .hashing import sha256_file_cached
+from .reexport import alias_command, as_hint, reexport_command
 from .reexport import export_command as _export_command
-from .reexport import reexport_command
 from .registry import get_model
 
 log = logging.getLogger("dps_fast")
@@ -95,8 +95,44 @@ def remember_export(path: Path, alias: str | None = None) -> None:
     if alias is not None:
         check_alias(alias)
         table = read_aliases()
-        table[alias] = {"model": model, "key": key}
+        entry = {"model": model, "key": key}
+        made = _weights_path(path)
+        if made is not None:  # to make the bundle again if it goes (alias_gone_message)
+            entry["weights"] = made
+        table[alias] = entry
         _write_json(aliases_file(), table)
+
+
+def _weights_path(path: Path) -> str | None:
+    """The weights file a bundle's manifest says it was made from (``weights.path``)."""
+    try:
+        w = json.loads((path / MANIFEST).read_text(encoding="utf-8")).get("weights")
+    except (OSError, ValueError, AttributeError):
+        return None
+    made = w.get("path") if isinstance(w, dict) and w.get("source") == "file" else None
+    return made if isinstance(made, str) and made else None
+
+
+def alias_gone_message(alias: str) -> str | None:
+    """When ``alias``'s bundle is gone: the message with the complete command that makes it
+    again under that alias (its model, the weights it was made from, ``--alias``); else None."""
+    entry = read_aliases().get(alias)
+    if not isinstance(entry, dict):
+        return None
+    model, key = str(entry.get("model", "")), str(entry.get("key", ""))
+    dest = bundle_dir(model, key)
+    if (dest / MANIFEST).is_file():
+        return None
+    made = entry.get("weights")
+    try:
+        cmd = alias_command(alias, model, key, made if isinstance(made, str) else None)
+    except LookupError:
+        return (
+            f"alias {alias!r} names the bundle {dest}, which is gone, and no weights file with "
+            f"its key ({key}) is known here: make it again with `dps-fast export {model} "
+            f"--weights <that file> --alias {alias}`"
+        )
+    return f"alias {alias!r} names the bundle {dest}, which is gone; make it again: {as_hint(cmd)}"
 
 
 def check_alias(alias: str) -> None:
@@ -188,11 +224,9 @@ def resolve_bundle(
             )
         return _classical_bundle(spec0.name, weights)
     dest = cached_bundle_path(str(model), weights)
-    if str(model) in read_aliases() and weights is None and not (dest / MANIFEST).is_file():
-        raise BundleNotFoundError(
-            f"alias {model!r} names the bundle {dest}, which is gone; export it again with "
-            f"--alias {model}"
-        )
+    gone = alias_gone_message(str(model)) if weights is None else None
+    if gone is not None:
+        raise BundleNotFoundError(gone)
     spec = get_model(dest.parent.name)
     key = dest.name
     stale = stale_manifest(dest)

@@ -5,12 +5,15 @@ missing precision or input variant) takes its command from here, so that followi
 the bundle the user needs: the model, ``--weights`` with the file the bundle was made from (the
 path its manifest records), the precision variants the bundle has plus the one asked for,
 ``--out`` when the bundle is not the cache's folder for that model and weights, and ``--force``
-when a bundle is to be replaced. Torch-free: the engine's errors use it.
+when a bundle is to be replaced, ``--alias`` when the bundle an alias named is gone. A classical
+measure's bundle is never exported (it ships inside the package): its damaged files are fixed by
+reinstalling dps-fast (:func:`repair_hint`). Torch-free: the engine's errors use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -18,7 +21,9 @@ import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
+from ._version import __version__
 from .cache import bundle_dir, cache_root, hash_cache_file, weights_key
 from .manifest import PRECISIONS, parse_role
 
@@ -34,9 +39,11 @@ def export_command(
     precisions: Iterable[str] = (),
     out: str | os.PathLike[str] | None = None,
     force: bool = False,
+    alias: str | None = None,
 ) -> str:
-    """``dps-fast export MODEL [--weights W] [--fp16] [--int8] [--out DIR] [--force]``, quoted
-    for a POSIX shell. ``precisions``: the variants to make (``fp32`` is always made)."""
+    """``dps-fast export MODEL [--weights W] [--fp16] [--int8] [--out DIR] [--force]
+    [--alias NAME]``, quoted for a POSIX shell. ``precisions``: the variants to make (``fp32``
+    is always made)."""
     want = set(precisions)
     bad = want - set(PRECISIONS)
     if bad:
@@ -49,6 +56,8 @@ def export_command(
         parts += ["--out", os.fspath(out)]
     if force:
         parts.append("--force")
+    if alias is not None:
+        parts += ["--alias", alias]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -76,6 +85,99 @@ def reexport_command(
         out=None if in_cache else p,
         force=_holds_bundle(p),
     )
+
+
+def alias_command(alias: str, model: str, key: str, weights: str | None = None) -> str:
+    """The command that makes the bundle alias ``alias`` named (``model``, weights ``key``) again
+    and gives it the alias: ``--weights`` is the file recorded with the alias (``weights``) or,
+    moved, a file the hash cache knows with that key; None when the key is torchvision's."""
+    if key == weights_key(None):
+        return export_command(model, alias=alias)
+    if weights is None or not Path(weights).is_file():
+        weights = _file_for_key(key) or weights
+    if weights is None:
+        raise LookupError(f"no weights file known for {key}")
+    return export_command(model, weights=weights, alias=alias)
+
+
+def repair_hint(
+    path: str | os.PathLike[str],
+    manifest: Mapping[str, Any] | None = None,
+    *,
+    precision: str | None = None,
+    lead: str = "re-export it",
+) -> str:
+    """What an error tells the user to do about a broken bundle (or one without ``precision``'s
+    variants): ``"<lead>: `dps-fast export …`"``, or for a classical measure's bundle (shipped
+    in the package, never exported) to reinstall dps-fast or use the shipped one."""
+    p = Path(path)
+    raw: Mapping[str, Any] = manifest if manifest is not None else _read_leniently(p)
+    measure = _classical_name(p, raw)
+    if measure is None:
+        return f"{lead}: {as_hint(reexport_command(p, raw, precision=precision))}"
+    if precision not in (None, "fp32"):
+        return f"{measure} is a classical measure and runs in float32 only: drop --precision"
+    from .classical.measures import BUNDLES
+
+    if _is_under(p, BUNDLES):
+        return (
+            f"this is the classical measure {measure}'s bundle shipped inside dps-fast (nothing "
+            f"exports it): the package's files are damaged or missing; {reinstall_hint()}"
+        )
+    shipped = BUNDLES / measure
+    return (
+        f"this is a copy of the classical measure {measure}'s bundle shipped inside dps-fast "
+        f"(nothing exports it): use the shipped one, `-m {measure}` (at {shipped}), or copy "
+        f"{shipped} again"
+    )
+
+
+def reinstall_hint() -> str:
+    """How to put dps-fast's own files back: reinstall it from where it was installed from (a
+    clone, as the README installs it, or a release), or in an editable install (the files are
+    the clone's) regenerate the classical bundles there."""
+    try:
+        direct = json.loads(importlib.metadata.distribution("dps-fast").read_text(
+            "direct_url.json") or "null")  # fmt: skip
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        direct = None
+    url = direct.get("url") if isinstance(direct, dict) else None
+    if isinstance(url, str) and url.startswith("file://"):
+        src = unquote(urlparse(url).path)
+        info = direct.get("dir_info") if isinstance(direct, dict) else None
+        if isinstance(info, dict) and info.get("editable"):
+            return (
+                f"dps-fast runs from its source folder {src} (an editable install), so "
+                "reinstalling would not restore them: regenerate the classical bundles there "
+                "with `python -m dps_fast.classical.graphs` (needs the onnx package)"
+            )
+        return f"reinstall dps-fast: `pip install --force-reinstall --no-deps {shlex.quote(src)}`"
+    return f"reinstall dps-fast: `pip install --force-reinstall --no-deps dps-fast=={__version__}`"
+
+
+def _classical_name(p: Path, raw: Mapping[str, Any]) -> str | None:
+    """The classical measure a bundle is (by its manifest, or its folder in the package)."""
+    from .classical.measures import is_classical
+
+    model = _text(raw.get("model"))
+    if model is not None and is_classical(model) and (raw.get("head") in (None, "classical")):
+        return model
+    return shipped_measure(p)
+
+
+def shipped_measure(path: str | os.PathLike[str]) -> str | None:
+    """The classical measure whose bundle folder inside the package ``path`` is, else None."""
+    from .classical.measures import BUNDLES, is_classical
+
+    p = Path(path)
+    return p.resolve().name if _is_under(p, BUNDLES) and is_classical(p.resolve().name) else None
+
+
+def _is_under(p: Path, root: Path) -> bool:
+    try:
+        return p.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
 
 
 def make_command(path: str | os.PathLike[str]) -> str:

@@ -177,7 +177,7 @@ class Engine:
                     msg = " ".join(str(e).split())
                     raise BundleError(
                         f"bundle {self.bundle.path}: ONNX Runtime cannot load the {key!r} graph "
-                        f"{path.name} ({msg}); re-export it: {self.bundle.reexport_hint()}"
+                        f"{path.name} ({msg}); {self.bundle.reexport_hint()}"
                     ) from None
                 self._sessions[key] = s
         return s
@@ -408,8 +408,8 @@ class Engine:
                 )
             if v.dtype == np.uint8 and not self._u8:
                 raise ValueError(
-                    f"this bundle has no @uint8-nhwc graphs for uint8 CUDA arrays: re-export "
-                    f"with {self.bundle.reexport_hint()}, or pass float32 NCHW"
+                    f"this bundle has no @uint8-nhwc graphs for uint8 CUDA arrays: "
+                    f"{self.bundle.reexport_hint()}, or pass float32 NCHW"
                 )
             views.append(CudaArrayView(v.ptr, shape, v.dtype, v.stream))
         if len({(v.shape, v.dtype) for v in views}) > 1:

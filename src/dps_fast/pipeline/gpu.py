@@ -74,10 +74,7 @@ def choose_decoder(
     elif any(e.crop_border for e in engines):
         why_not = "crop_border crops host images; GPU decoding works with crop_border 0"
     elif no_u8 is not None:
-        why_not = (
-            "the bundle has no @uint8-nhwc graphs; re-export it with "
-            f"{no_u8.bundle.reexport_hint()}"
-        )
+        why_not = f"the bundle has no @uint8-nhwc graphs; {no_u8.bundle.reexport_hint()}"
     if why_not is None:
         try:
             t0 = time.perf_counter()

@@ -53,11 +53,31 @@ def checked_score(engine: Engine, per_tap: np.ndarray) -> tuple[float | None, st
     # PSNR of identical images is +inf by definition (classical measures only).
     inf_ok = engine.bundle.head == "classical" and not np.isnan(per_tap).any()
     if not inf_ok and not (np.isfinite(score) and np.isfinite(per_tap).all()):
-        return None, (
-            f"the model gave a non-finite score ({score}) — check the bundle and its weights "
-            "(re-export the model)"
-        )
+        return None, f"the model gave a non-finite score ({score}): {non_finite_fix(engine)}"
     return score, ""
+
+
+def non_finite_fix(engine: Engine) -> str:
+    """What to do about a NaN or ±inf score. Not a re-export: the engine checked the bundle's
+    files against their hashes before running them, so the same weights would give the same
+    graphs and the same score. Reduced precision can overflow; at fp32 the weights are at fault
+    (or, for a classical measure, which has none, dps-fast itself)."""
+    if engine.precision != "fp32":
+        return (
+            f"{engine.precision} ran out of range on this pair; score it in float32 "
+            "(--precision fp32, or precision='fp32')"
+        )
+    w = engine.bundle.manifest.weights
+    if w is None:
+        return (
+            "the bundle's files are as shipped (hashes checked) and a classical measure has no "
+            "weights: this is a dps-fast bug, please report it with this pair"
+        )
+    return (
+        "the bundle's files are as exported (hashes checked), so re-exporting it from the same "
+        f"weights would give the same score: check the weights it was made from ({w.name}, "
+        f"sha256 {w.sha256[:16]}…) for NaN or inf values, and export from a sound file"
+    )
 
 
 class RecordMaker:
