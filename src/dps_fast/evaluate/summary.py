@@ -5,6 +5,8 @@ Measures per protocol: ``2afc`` and its ``2afc_ceiling`` (BAPPS 2AFC), ``jnd_map
 Per distortion type (``subset`` = ``type=XX``) the rank and raw correlations, with the same
 seeded BCa bootstrap as the whole dataset (the type's items resampled by reference image). With
 tap subsets, the main measure again for distances recombined from those taps (``taps`` column).
+The MOS correlations of the bootstrap resamples are computed in batches (``rowstats``; same
+resamples, same values); only the logistic refit of the whole-dataset row runs per resample.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from . import measures as M
+from . import rowstats as R
 from .scoring import ScoreTable
-from .stats import bootstrap_ci, clusters
+from .stats import BatchStatistic, bootstrap_ci, clusters
 
 COLUMNS = (
     "model",
@@ -78,15 +81,21 @@ def mos_values(
 
     ``start``: a fit to start from (bootstrap resamples start from the full data's fit).
     """
+    fitted = fit_values(q, t, std, opts, start)
+    return np.array([M.srocc(q, t), M.krocc(q, t), M.plcc(q, t), *fitted])
+
+
+def fit_values(
+    q: np.ndarray, t: np.ndarray, std: np.ndarray, opts: Options, start: M.Fit | None = None
+) -> list[float]:
+    """plcc_fit, rmse_fit, outlier_ratio (NaN where the fit failed); ``start`` as above."""
     warm = start is not None and start.ok
     fit = M.refit(q, t, start) if start is not None and warm else M.fit_logistic(q, t, opts.fit)
     f = fit(q)
-    if fit.ok or fit.kind == "none":
-        out, _ = M.outliers(t, f, std, opts.outlier_k)
-        fitted = [M.plcc(f, t), M.rmse(t, f), float(out.mean())]
-    else:
-        fitted = [math.nan] * 3
-    return np.array([M.srocc(q, t), M.krocc(q, t), M.plcc(q, t), *fitted])
+    if not (fit.ok or fit.kind == "none"):
+        return [math.nan] * 3
+    out, _ = M.outliers(t, f, std, opts.outlier_k)
+    return [M.plcc(f, t), M.rmse(t, f), float(out.mean())]
 
 
 Stat = Callable[[np.ndarray], np.ndarray]
@@ -105,6 +114,19 @@ def _stat(table: ScoreTable, dist: dict[str, np.ndarray], opts: Options, full: b
         start = M.fit_logistic(q, t, opts.fit)
         return lambda i: mos_values(q[i], t[i], sd[i], opts, start)
     return lambda i: np.array([M.srocc(q[i], t[i]), M.krocc(q[i], t[i]), M.plcc(q[i], t[i])])
+
+
+def _batch(
+    table: ScoreTable, dist: dict[str, np.ndarray], members: list[np.ndarray]
+) -> R.MosCorrelations | None:
+    """The MOS rank and raw correlations of ``_stat`` for many resamples at once; None where
+    there is none (2AFC, JND) or NaN in the data (scipy's NaN handling, per resample)."""
+    if table.protocol != "mos":
+        return None
+    q, t = -dist["d"], table.target()
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))):
+        return None
+    return R.MosCorrelations(q, t, members)
 
 
 def _names(protocol: str, full: bool) -> tuple[str, ...]:
@@ -146,7 +168,7 @@ def table_rows(
         # Every subset (each distortion type too) gets its CI, clusters = its references.
         lo, hi = bootstrap_ci(
             stat, members, n_resamples=opts.n_resamples, confidence=opts.confidence,
-            seed=opts.seed,
+            seed=opts.seed, batch=_table_batch(part, opts, full, members),
         )  # fmt: skip
         note = ""
         params = ""
@@ -195,6 +217,7 @@ def table_rows(
                     n_resamples=opts.n_resamples,
                     confidence=opts.confidence,
                     seed=opts.seed,
+                    batch=_main_batch(part, dist, members),
                 )
                 rows.append(
                     Row(
@@ -213,6 +236,40 @@ def table_rows(
     return rows
 
 
+def _table_batch(
+    table: ScoreTable, opts: Options, full: bool, members: list[np.ndarray]
+) -> BatchStatistic | None:
+    """``_stat``'s batch form: the correlations at once; with the full measures, the
+    logistic refit (and what follows from it) still per resample, as ``mos_values``."""
+    corr = _batch(table, table.dist, members)
+    if corr is None or not full:
+        return corr
+    q, t, sd = -table.dist["d"], table.target(), table.label_std
+    start = M.fit_logistic(q, t, opts.fit)
+    cl = corr.cl
+
+    def both(rows: np.ndarray) -> np.ndarray:
+        idx, mask = cl.items(rows)
+        fitted = [
+            fit_values(q[i[m]], t[i[m]], sd[i[m]], opts, start)
+            for i, m in zip(idx, mask, strict=True)
+        ]
+        return np.concatenate([corr(rows), np.array(fitted).reshape(len(rows), 3)], axis=1)
+
+    return both
+
+
+def _main_batch(
+    table: ScoreTable, dist: dict[str, np.ndarray], members: list[np.ndarray]
+) -> BatchStatistic | None:
+    """The main measure's batch form (SROCC for MOS sets), or None."""
+    corr = _batch(table, dist, members)
+    if corr is None:
+        return None
+    q, t, cl = corr.q, corr.t, corr.cl
+    return lambda rows: R.spearman(q, t, cl, rows)[:, None]
+
+
 def paired_rows(a: ScoreTable, b: ScoreTable, opts: Options) -> list[dict[str, Any]]:
     """Differences a − b of the main measures on the items both scored, with a paired BCa CI."""
     common = sorted(set(a.items) & set(b.items))
@@ -229,13 +286,23 @@ def paired_rows(a: ScoreTable, b: ScoreTable, opts: Options) -> list[dict[str, A
     def diff(i: np.ndarray) -> np.ndarray:
         return (sa(i) - sb(i))[keep]
 
+    members = clusters(ta.group.tolist())
+    ba, bb = _batch(ta, ta.dist, members), _batch(tb, tb.dist, members)
+    both: BatchStatistic | None = None
+    if ba is not None and bb is not None:
+        fa, fb = ba, bb
+
+        def both(rows: np.ndarray) -> np.ndarray:
+            return (fa(rows) - fb(rows))[:, keep]
+
     value = diff(np.arange(ta.n))
     lo, hi = bootstrap_ci(
         diff,
-        clusters(ta.group.tolist()),
+        members,
         n_resamples=opts.n_resamples,
         confidence=opts.confidence,
         seed=opts.seed,
+        batch=both,
     )
     return [
         {
