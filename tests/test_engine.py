@@ -21,6 +21,7 @@ from PIL import Image
 
 import dps_fast
 from dps_fast import BundleError, Engine, ProviderError, UnknownModelError
+from dps_fast._install import install_command
 from dps_fast.io import ImageDecodeError
 from dps_fast.manifest import content_sha256
 from dps_fast.samples import distortion_pairs
@@ -557,7 +558,7 @@ def test_cuda_without_provider_raises(bundle) -> None:
         pytest.skip("this onnxruntime has the CUDA provider")
     with pytest.raises(ProviderError) as e:
         Engine(bundle("lpips-squeeze"), device="cuda")
-    assert "dps-fast[gpu]" in str(e.value)
+    assert install_command("gpu") in str(e.value) and "uninstall -y onnxruntime" in str(e.value)
 
 
 def test_auto_picks_cpu_and_logs(bundle, caplog) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from ._install import install_command
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -815,7 +816,7 @@ def export(
     try:
         from .export import export_model
     except ImportError as e:
-        _fail(f"export needs PyTorch: pip install 'dps-fast[export]' ({e})")
+        _fail(f"export needs PyTorch: {install_command('export')} ({e})")
     t0 = time.perf_counter()
     try:
         path = export_model(spec, weights=weights, out=out, force=force, fp16=fp16, int8=int8)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._install import install_command
 from .errors import ProviderError
 
 DEVICE_TO_DEVICE = 3  # cudaMemcpyKind
@@ -32,7 +33,7 @@ def import_ort() -> Any:
         import onnxruntime as ort
     except ImportError:
         raise ProviderError(
-            "onnxruntime is not installed: pip install 'dps-fast[cpu]' (or 'dps-fast[gpu]' "
+            f"onnxruntime is not installed: {install_command('cpu')} (or the [gpu] extra "
             "for CUDA; never both)"
         ) from None
     if os.environ.get("ORT_DISABLE_TELEMETRY", "1") != "0":
@@ -69,9 +70,9 @@ class CudaRuntime:
                 errors.append(f"{cand}: {e}")
         if self._lib is None:
             raise ProviderError(
-                "the CUDA runtime library (libcudart) was not found; install 'dps-fast[gpu]' "
-                "with a CUDA build of onnxruntime-gpu, or use device='cpu'. Tried: "
-                + "; ".join(errors[:3])
+                "the CUDA runtime library (libcudart) was not found; install the [gpu] extra "
+                f"({install_command('gpu')}), which brings a CUDA build of onnxruntime-gpu, "
+                "or use device='cpu'. Tried: " + "; ".join(errors[:3])
             )
         lib = self._lib
         vp, sz, i = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int

@@ -15,6 +15,7 @@ import os
 import shlex
 from pathlib import Path
 
+from ._install import install_command
 from .bundle import MANIFEST, read_bundle, stale_manifest
 from .cache import aliases_file, bundle_dir, default_file, hash_cache_file, weights_key
 from .engine import Engine, set_bundle_resolver
@@ -244,8 +245,9 @@ def resolve_bundle(
     if not _torch_available():
         raise BundleNotFoundError(
             f"no bundle for {spec.name} ({key}) in the cache at {dest}, and PyTorch is not "
-            f"installed here to make one. Make it where PyTorch is (pip install "
-            f"'dps-fast[export]') with `{export_command(spec.name, weights, precision)}`, "
+            f"installed here to make one. Make it where PyTorch is "
+            f"({install_command('export')}) with "
+            f"`{export_command(spec.name, weights, precision)}`, "
             f"then copy the folder to {dest} or pass the bundle folder as the model."
         )
     from .export import export_model

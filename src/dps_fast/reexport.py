@@ -13,7 +13,6 @@ reinstalling dps-fast (:func:`repair_hint`). Torch-free: the engine's errors use
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import os
 import re
@@ -21,8 +20,8 @@ import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
+from ._install import install_source
 from ._version import __version__
 from .cache import bundle_dir, cache_root, hash_cache_file, weights_key
 from .manifest import PRECISIONS, parse_role
@@ -136,22 +135,17 @@ def reinstall_hint() -> str:
     """How to put dps-fast's own files back: reinstall it from where it was installed from (a
     clone, as the README installs it, or a release), or in an editable install (the files are
     the clone's) regenerate the classical bundles there."""
-    try:
-        direct = json.loads(importlib.metadata.distribution("dps-fast").read_text(
-            "direct_url.json") or "null")  # fmt: skip
-    except (importlib.metadata.PackageNotFoundError, ValueError):
-        direct = None
-    url = direct.get("url") if isinstance(direct, dict) else None
-    if isinstance(url, str) and url.startswith("file://"):
-        src = unquote(urlparse(url).path)
-        info = direct.get("dir_info") if isinstance(direct, dict) else None
-        if isinstance(info, dict) and info.get("editable"):
+    src = install_source()
+    if src.path is not None:
+        if src.editable:
             return (
-                f"dps-fast runs from its source folder {src} (an editable install), so "
+                f"dps-fast runs from its source folder {src.path} (an editable install), so "
                 "reinstalling would not restore them: regenerate the classical bundles there "
                 "with `python -m dps_fast.classical.graphs` (needs the onnx package)"
             )
-        return f"reinstall dps-fast: `pip install --force-reinstall --no-deps {shlex.quote(src)}`"
+        return (
+            f"reinstall dps-fast: `pip install --force-reinstall --no-deps {shlex.quote(src.path)}`"
+        )
     return f"reinstall dps-fast: `pip install --force-reinstall --no-deps dps-fast=={__version__}`"
 
 

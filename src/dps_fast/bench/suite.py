@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._install import install_command
 from .contenders import (
     CHANNELS_LAST,
     REFERENCE,
@@ -49,7 +50,7 @@ def check_requirements(models: Sequence[str] = DEFAULT_MODELS) -> None:
     missing = [m for m in need if importlib.util.find_spec(m) is None]
     if missing:
         raise ImportError(
-            f"the benchmark suite needs {', '.join(missing)}: pip install 'dps-fast[export,cpu]'"
+            f"the benchmark suite needs {', '.join(missing)}: {install_command('export,cpu')}"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .._install import install_command
 from ..errors import DpsFastError
 from .options import RayOptions, parse_actors
 
@@ -45,7 +46,7 @@ def run_ray_cli(
         from .ray_backend import score_pairs_ray
     except ImportError as e:
         return 2, [
-            f"error: --backend ray needs Ray: pip install 'dps-fast[ray]' ({e})",
+            f"error: --backend ray needs Ray: {install_command('ray')} ({e})",
         ]
     try:
         run = score_pairs_ray(pairs, out, options=options, **score_options)

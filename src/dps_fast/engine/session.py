@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._install import install_command
 from ..cuda import import_ort
 from ..errors import ProviderError
 
@@ -91,7 +92,8 @@ def make_session(
         if "CUDAExecutionProvider" not in avail:
             raise ProviderError(
                 "device='cuda' needs onnxruntime-gpu with a working CUDA: this onnxruntime "
-                f"offers {', '.join(avail)}. Install 'dps-fast[gpu]' (not [cpu]) or use "
+                f"offers {', '.join(avail)}. Install the [gpu] extra instead of [cpu] "
+                f"(pip uninstall -y onnxruntime, then {install_command('gpu')}) or use "
                 "device='cpu' / 'auto'."
             )
         sess = ort.InferenceSession(

@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .._install import install_command
 from .items import LayoutError
 from .summary import Row
 
@@ -49,7 +50,7 @@ def read_weights(path: Path | None) -> dict[str, float]:
             import tomli as tomllib
         except ImportError:
             raise LayoutError(
-                "--aggregate on Python 3.10 needs tomli: pip install 'dps-fast[eval]'"
+                f"--aggregate on Python 3.10 needs tomli: {install_command('eval')}"
             ) from None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -6,9 +6,8 @@ import functools
 import importlib
 from types import ModuleType
 
+from .._install import install_command
 from ..errors import DpsFastError
-
-INSTALL = "pip install 'dps-fast[eval]'"
 
 
 class MissingExtraError(DpsFastError, ImportError):
@@ -22,7 +21,8 @@ def need(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as e:
         raise MissingExtraError(
-            f"dps-fast evaluate needs {module.split('.')[0]} ({e}); install it with: {INSTALL}"
+            f"dps-fast evaluate needs {module.split('.')[0]} ({e}); "
+            f"install it with: {install_command('eval')}"
         ) from None
 
 

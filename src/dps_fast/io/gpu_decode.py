@@ -21,6 +21,7 @@ import os
 import threading
 from typing import Any, Protocol, runtime_checkable
 
+from .._install import install_command
 from .decode import max_pixels_limit
 
 log = logging.getLogger("dps_fast.io")
@@ -70,7 +71,7 @@ def import_nvimgcodec() -> Any:
         nvimgcodec = importlib.import_module("nvidia.nvimgcodec")
     except ImportError:
         raise ProviderError(
-            "GPU decoding needs nvImageCodec: pip install 'dps-fast[gpu]' (it brings "
+            f"GPU decoding needs nvImageCodec: {install_command('gpu')} (it brings "
             "nvidia-nvimgcodec-cu13 and nvidia-nvjpeg), or decode on the CPU (--decode cpu)"
         ) from None
     return nvimgcodec
