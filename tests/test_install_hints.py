@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dps_fast._install import InstallSource, install_command, install_source
+from dps_fast._install import InstallSource, install_command, install_source, upgrade_hint
 
 
 class _Dist:
@@ -56,3 +56,22 @@ def test_this_checkout_names_its_own_folder() -> None:
     assert src.path is not None
     edit = "-e " if src.editable else ""
     assert install_command("eval") == f"pip install {edit}{shlex.quote(src.path + '[eval]')}"
+
+
+@pytest.mark.parametrize(
+    ("direct", "want"),
+    [
+        ({"url": "file:///src/dps-fast", "dir_info": {"editable": True}},
+         "upgrade dps-fast (update its clone at /src/dps-fast, e.g. git pull)"),
+        ({"url": "file:///src/dps-fast", "dir_info": {}},
+         "upgrade dps-fast (update its clone at /src/dps-fast, e.g. git pull, then pip install "
+         "/src/dps-fast)"),
+        (None, "upgrade dps-fast (pip install -U dps-fast)"),
+    ],
+    ids=["editable", "clone", "by-name"],
+)  # fmt: skip
+def test_upgrade_hint_follows_the_installation(
+    direct: dict[str, Any] | None, want: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: _Dist(direct))
+    assert upgrade_hint() == want

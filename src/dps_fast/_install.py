@@ -49,3 +49,12 @@ def install_command(extras: str, *, source: InstallSource | None = None) -> str:
         return f"pip install {shlex.quote(f'dps-fast[{extras}]')}"
     edit = "-e " if src.editable else ""
     return f"pip install {edit}{shlex.quote(f'{src.path}[{extras}]')}"
+
+
+def upgrade_hint() -> str:
+    """How to get a newer dps-fast: update the clone and install it again, or upgrade by name."""
+    src = install_source()
+    if src.path is None:
+        return "upgrade dps-fast (pip install -U dps-fast)"
+    again = "" if src.editable else f", then pip install {shlex.quote(src.path)}"
+    return f"upgrade dps-fast (update its clone at {src.path}, e.g. git pull{again})"

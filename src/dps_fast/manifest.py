@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
+from ._install import upgrade_hint
 from .errors import BundleError, UnknownModelError
 from .registry import HeadKind, get_model
 
@@ -238,8 +239,7 @@ class Manifest:
             raise BundleError(
                 f"bundle format {version!r}: this dps-fast reads formats "
                 f"{', '.join(map(str, READABLE_FORMATS))} (it writes {FORMAT_VERSION})"
-                + ("; a newer dps-fast made it: upgrade dps-fast (pip install -U dps-fast)"
-                   if newer else "")
+                + (f"; a newer dps-fast made it: {upgrade_hint()}" if newer else "")
             )  # fmt: skip
         if version >= 2:
             want = r.get("content_sha256", str)
