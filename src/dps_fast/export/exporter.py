@@ -40,7 +40,6 @@ from . import validate
 from .modules import HalfTrunk, Head, PairGraph, Uint8Input, build_trunk
 from .quantize import calibration_feeds, calibration_images, quantize_graph
 from .weights import (
-    WeightsSource,
     build_backbone,
     dists_head_weights,
     load_into_backbone,
@@ -175,7 +174,7 @@ class _Trunk:
     module: nn.Module
     taps: tuple[TapInfo, ...]
     min_side: int
-    weights: WeightsSource
+    weights: WeightsInfo
 
 
 @dataclass
@@ -475,7 +474,7 @@ def _manifest(trunk: _Trunk, head_src: dict[str, str], done: _Exported) -> Manif
         taps=trunk.taps,
         input=InputInfo(min_size=(trunk.min_side, trunk.min_side)),
         preprocessing=spec.preprocessing.to_dict(),
-        weights=WeightsInfo(**trunk.weights.to_dict()),
+        weights=trunk.weights,
         head_weights=HeadWeightsInfo(head_src["source"], head_src.get("sha256", "")),
         graphs=done.graphs,
         head_file=FileEntry(HEAD_NPZ, ""),
@@ -495,7 +494,7 @@ def _manifest(trunk: _Trunk, head_src: dict[str, str], done: _Exported) -> Manif
     )
 
 
-def _key(wsrc: WeightsSource) -> str:
+def _key(wsrc: WeightsInfo) -> str:
     return weights_key(None if wsrc.source == "torchvision" else wsrc.sha256)
 
 

@@ -10,38 +10,18 @@ import os
 import pickle
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import UnknownModelError, WeightsError
 from ..hashing import sha256_file
+from ..manifest import WeightsInfo
 from ..registry import ModelSpec
 
 # The torchvision weights a bundle without --weights is made from.
 TORCHVISION_WEIGHTS = "IMAGENET1K_V1"
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where the backbone weights came from, for the manifest (``manifest.WeightsInfo``)."""
-
-    source: str  # "torchvision" | "file"
-    name: str  # the file's name (torchvision's, or the user's without its folder)
-    sha256: str
-    path: str | None = None  # the user's file: its absolute path (for re-export commands)
-    imagenet_acc1: float | None = None  # torchvision's acc@1 of its own weights (percent)
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"source": self.source, "name": self.name, "sha256": self.sha256}
-        if self.path is not None:
-            d["path"] = self.path
-        if self.imagenet_acc1 is not None:
-            d["imagenet_acc1"] = self.imagenet_acc1
-        return d
 
 
 def classification_archs() -> list[str]:
@@ -213,7 +193,7 @@ def torchvision_weights_file(arch: str) -> Path:
 
 def resolve_backbone_weights(
     spec: ModelSpec, weights: str | os.PathLike[str] | None
-) -> tuple[dict[str, torch.Tensor], WeightsSource]:
+) -> tuple[dict[str, torch.Tensor], WeightsInfo]:
     """The state dict to load and its provenance (file sha256 computed on every use)."""
     if weights is None:
         path = torchvision_weights_file(spec.arch)
@@ -226,10 +206,10 @@ def resolve_backbone_weights(
             )
         state = load_state_dict_file(path)
         acc = torchvision_acc1(spec.arch)
-        return state, WeightsSource("torchvision", path.name, sha, imagenet_acc1=acc)
+        return state, WeightsInfo("torchvision", path.name, sha, imagenet_acc1=acc)
     p = Path(weights).expanduser().resolve()
     state = load_state_dict_file(p)
-    return state, WeightsSource("file", p.name, sha256_file(p), path=str(p))
+    return state, WeightsInfo("file", p.name, sha256_file(p), path=str(p))
 
 
 def _lpips_weights_dir() -> Path:
