@@ -342,7 +342,7 @@ def provenance_differences(
     if (isinstance(old_models, list) or isinstance(new_models, list)) and not out:
         olds = old_models if isinstance(old_models, list) else [old]
         news = new_models if isinstance(new_models, list) else [new]
-        per_model = [k for k in keys if k not in ("model",) and not k.startswith("options.")]
+        per_model = [k for k in keys if k != "model" and not k.startswith("options.")]
         for o, n in zip(olds, news, strict=False):
             if isinstance(o, dict) and isinstance(n, dict):
                 out += _differences(o, n, per_model, f"{n.get('model', '?')}: ")
